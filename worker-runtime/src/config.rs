@@ -1,0 +1,388 @@
+//! Configuration: command-line flags and environment variables, validated once at start-up,
+//! and the choice of mode (local test or production).
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::error::Error;
+use crate::logging::LogLevel;
+use crate::protocol::Urls;
+
+/// The worker's command-line flags (the Python SDK's names, so existing scripts keep working).
+#[derive(Debug, Parser)]
+#[command(about = "A RunPod serverless worker.", long_about = None)]
+pub(crate) struct Args {
+    /// Run one job locally and exit: the whole job JSON, e.g. '{"input": {"prompt": "hi"}}'.
+    #[arg(long = "test_input", value_name = "JSON")]
+    pub(crate) test_input: Option<String>,
+
+    /// Log level: NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5). Overrides RUNPOD_LOG_LEVEL.
+    #[arg(long = "rp_log_level", value_name = "LEVEL")]
+    pub(crate) log_level: Option<String>,
+}
+
+impl Args {
+    /// Parse the process's flags; on a bad flag, print clap's message and exit 2.
+    pub(crate) fn from_env() -> Args {
+        Args::parse()
+    }
+}
+
+/// Where to read environment variables from (the process, or a map in tests).
+pub(crate) trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// The two things the process can be.
+#[derive(Debug)]
+pub(crate) enum Mode {
+    /// Run one job from `--test_input`, `./test_input.json` or the embedded default, then exit.
+    LocalTest { test_input: Option<String> },
+    /// Take jobs from the platform until stopped.
+    Production(Box<PlatformConfig>),
+}
+
+/// Everything the production loop needs to talk to the platform.
+#[derive(Clone)]
+pub(crate) struct PlatformConfig {
+    pub(crate) urls: Urls,
+    /// `RUNPOD_AI_API_KEY`, sent raw in `Authorization`. Never logged: `Debug` hides it.
+    pub(crate) api_key: String,
+    /// The id substituted for `$ID` / `$RUNPOD_POD_ID`: `RUNPOD_POD_ID`, or a random one.
+    pub(crate) worker_id: String,
+    /// `RUNPOD_POD_ID` itself; reports say `unknown` without it, as the Python SDK does.
+    pub(crate) pod_id: Option<String>,
+    /// `RUNPOD_POD_HOSTNAME`, or `unknown`.
+    pub(crate) hostname: String,
+    /// `RUNPOD_PING_INTERVAL`, in milliseconds (default 10 000).
+    pub(crate) ping_interval: Duration,
+}
+
+impl std::fmt::Debug for PlatformConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformConfig")
+            .field("urls", &self.urls)
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    "<empty>"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("worker_id", &self.worker_id)
+            .field("pod_id", &self.pod_id)
+            .field("hostname", &self.hostname)
+            .field("ping_interval", &self.ping_interval)
+            .finish()
+    }
+}
+
+/// Pick the mode: local test when `--test_input` is given or `RUNPOD_WEBHOOK_GET_JOB` is unset.
+pub(crate) fn mode(args: &Args, env: &impl Env) -> Result<Mode, Error> {
+    if args.test_input.is_some() || env.var("RUNPOD_WEBHOOK_GET_JOB").is_none() {
+        return Ok(Mode::LocalTest {
+            test_input: args.test_input.clone(),
+        });
+    }
+    Ok(Mode::Production(Box::new(PlatformConfig::from_env(env)?)))
+}
+
+/// The log level: `--rp_log_level`, else `RUNPOD_LOG_LEVEL`, else `RUNPOD_DEBUG_LEVEL`, else INFO.
+pub(crate) fn log_level(args: &Args, env: &impl Env) -> Result<LogLevel, Error> {
+    let (source, value) = if let Some(level) = &args.log_level {
+        ("--rp_log_level", level.clone())
+    } else if let Some(level) = env.var("RUNPOD_LOG_LEVEL") {
+        ("RUNPOD_LOG_LEVEL", level)
+    } else if let Some(level) = env.var("RUNPOD_DEBUG_LEVEL") {
+        ("RUNPOD_DEBUG_LEVEL", level)
+    } else {
+        return Ok(LogLevel::Info);
+    };
+    LogLevel::parse(&value).ok_or_else(|| {
+        Error::config(format!(
+            "{source}={value:?} is not a log level; use NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5)"
+        ))
+    })
+}
+
+impl PlatformConfig {
+    pub(crate) fn from_env(env: &impl Env) -> Result<PlatformConfig, Error> {
+        let pod_id = env.var("RUNPOD_POD_ID").filter(|v| !v.is_empty());
+        let worker_id = pod_id.clone().unwrap_or_else(random_worker_id);
+
+        let job_take = required_url(env, "RUNPOD_WEBHOOK_GET_JOB")?.replace("$ID", &worker_id);
+        check_url("RUNPOD_WEBHOOK_GET_JOB", &job_take)?;
+        let job_done =
+            required_url(env, "RUNPOD_WEBHOOK_POST_OUTPUT")?.replace("$RUNPOD_POD_ID", &worker_id);
+        check_url(
+            "RUNPOD_WEBHOOK_POST_OUTPUT",
+            &job_done.replace("$ID", "job"),
+        )?;
+        let job_stream = optional_url(env, "RUNPOD_WEBHOOK_POST_STREAM")?
+            .map(|u| u.replace("$RUNPOD_POD_ID", &worker_id));
+        let ping = optional_url(env, "RUNPOD_WEBHOOK_PING")?
+            .map(|u| u.replace("$RUNPOD_POD_ID", &worker_id));
+
+        let ping_interval = match env
+            .var("RUNPOD_PING_INTERVAL")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => Duration::from_millis(10_000),
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(Error::config(format!(
+                        "RUNPOD_PING_INTERVAL={raw:?} is not a positive whole number of milliseconds"
+                    )));
+                }
+            },
+        };
+
+        Ok(PlatformConfig {
+            urls: Urls {
+                job_take,
+                job_done,
+                job_stream,
+                ping,
+            },
+            api_key: env.var("RUNPOD_AI_API_KEY").unwrap_or_default(),
+            worker_id,
+            pod_id,
+            hostname: env
+                .var("RUNPOD_POD_HOSTNAME")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "unknown".into()),
+            ping_interval,
+        })
+    }
+
+    /// The `worker_id` of error reports: `RUNPOD_POD_ID` or `unknown`.
+    pub(crate) fn report_worker_id(&self) -> &str {
+        self.pod_id.as_deref().unwrap_or("unknown")
+    }
+}
+
+fn required_url(env: &impl Env, name: &str) -> Result<String, Error> {
+    match env.var(name) {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        Some(_) => Err(Error::config(format!(
+            "{name} is set but empty; it must be the platform's URL"
+        ))),
+        None => Err(Error::config(format!(
+            "{name} is not set; RunPod sets it in production (RUNPOD_WEBHOOK_GET_JOB being set selects production mode)"
+        ))),
+    }
+}
+
+fn optional_url(env: &impl Env, name: &str) -> Result<Option<String>, Error> {
+    match env.var(name) {
+        Some(v) if !v.trim().is_empty() => {
+            let v = v.trim().to_owned();
+            check_url(
+                name,
+                &v.replace("$RUNPOD_POD_ID", "w").replace("$ID", "job"),
+            )?;
+            Ok(Some(v))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn check_url(name: &str, url: &str) -> Result<(), Error> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
+        Ok(u) => Err(Error::config(format!(
+            "{name}={url:?} must be an http or https URL, not {}",
+            u.scheme()
+        ))),
+        Err(e) => Err(Error::config(format!(
+            "{name}={url:?} is not a valid URL: {e}"
+        ))),
+    }
+}
+
+/// A random worker id (32 hex digits) for when `RUNPOD_POD_ID` is not set.
+fn random_worker_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut id = String::with_capacity(32);
+    for salt in 0..2u64 {
+        let mut h = state.build_hasher();
+        h.write_u64(salt);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        id.push_str(&format!("{:016x}", h.finish()));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Env {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    fn args() -> Args {
+        Args {
+            test_input: None,
+            log_level: None,
+        }
+    }
+
+    const PROD: &[(&str, &str)] = &[
+        (
+            "RUNPOD_WEBHOOK_GET_JOB",
+            "http://h/v2/ep/job-take/$ID?gpu=A",
+        ),
+        (
+            "RUNPOD_WEBHOOK_POST_OUTPUT",
+            "http://h/v2/ep/job-done/$RUNPOD_POD_ID/$ID?gpu=A",
+        ),
+        (
+            "RUNPOD_WEBHOOK_POST_STREAM",
+            "http://h/v2/ep/job-stream/$RUNPOD_POD_ID/$ID?gpu=A",
+        ),
+        (
+            "RUNPOD_WEBHOOK_PING",
+            "http://h/v2/ep/ping/$RUNPOD_POD_ID?gpu=A",
+        ),
+        ("RUNPOD_AI_API_KEY", "secret-key"),
+        ("RUNPOD_POD_ID", "w42"),
+        ("RUNPOD_PING_INTERVAL", "1500"),
+    ];
+
+    #[test]
+    fn production_config_substitutes_ids() {
+        let Mode::Production(cfg) = mode(&args(), &env(PROD)).unwrap() else {
+            panic!("not production")
+        };
+        assert_eq!(cfg.urls.job_take, "http://h/v2/ep/job-take/w42?gpu=A");
+        assert_eq!(cfg.urls.job_done, "http://h/v2/ep/job-done/w42/$ID?gpu=A");
+        assert_eq!(
+            cfg.urls.job_stream.as_deref(),
+            Some("http://h/v2/ep/job-stream/w42/$ID?gpu=A")
+        );
+        assert_eq!(
+            cfg.urls.ping.as_deref(),
+            Some("http://h/v2/ep/ping/w42?gpu=A")
+        );
+        assert_eq!(cfg.ping_interval, Duration::from_millis(1500));
+        assert_eq!(cfg.report_worker_id(), "w42");
+        assert_eq!(cfg.hostname, "unknown");
+        assert!(!format!("{cfg:?}").contains("secret-key"));
+    }
+
+    #[test]
+    fn local_mode_when_unset_or_test_input_given() {
+        assert!(matches!(
+            mode(&args(), &env(&[])).unwrap(),
+            Mode::LocalTest { test_input: None }
+        ));
+        let a = Args {
+            test_input: Some("{}".into()),
+            log_level: None,
+        };
+        assert!(matches!(
+            mode(&a, &env(PROD)).unwrap(),
+            Mode::LocalTest {
+                test_input: Some(_)
+            }
+        ));
+    }
+
+    #[test]
+    fn clear_errors_for_bad_configuration() {
+        let err = |pairs: &[(&str, &str)]| mode(&args(), &env(pairs)).unwrap_err().to_string();
+        assert_eq!(
+            err(&[("RUNPOD_WEBHOOK_GET_JOB", "")]),
+            "RUNPOD_WEBHOOK_GET_JOB is set but empty; it must be the platform's URL"
+        );
+        assert!(
+            err(&[("RUNPOD_WEBHOOK_GET_JOB", "http://h/job-take/$ID")])
+                .starts_with("RUNPOD_WEBHOOK_POST_OUTPUT is not set")
+        );
+        assert!(
+            err(&[
+                ("RUNPOD_WEBHOOK_GET_JOB", "not a url"),
+                ("RUNPOD_WEBHOOK_POST_OUTPUT", "http://h/$ID")
+            ])
+            .starts_with("RUNPOD_WEBHOOK_GET_JOB=\"not a url\" is not a valid URL")
+        );
+        let mut bad_ping = PROD.to_vec();
+        bad_ping.retain(|(k, _)| *k != "RUNPOD_PING_INTERVAL");
+        bad_ping.push(("RUNPOD_PING_INTERVAL", "10s"));
+        assert_eq!(
+            err(&bad_ping),
+            "RUNPOD_PING_INTERVAL=\"10s\" is not a positive whole number of milliseconds"
+        );
+    }
+
+    #[test]
+    fn random_worker_id_without_pod_id() {
+        let mut pairs = PROD.to_vec();
+        pairs.retain(|(k, _)| *k != "RUNPOD_POD_ID");
+        let Mode::Production(cfg) = mode(&args(), &env(&pairs)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(cfg.worker_id.len(), 32);
+        assert!(cfg.urls.job_take.contains(&cfg.worker_id));
+        assert_eq!(cfg.report_worker_id(), "unknown");
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(log_level(&args(), &env(&[])).unwrap(), LogLevel::Info);
+        assert_eq!(
+            log_level(&args(), &env(&[("RUNPOD_LOG_LEVEL", "debug")])).unwrap(),
+            LogLevel::Debug
+        );
+        assert_eq!(
+            log_level(&args(), &env(&[("RUNPOD_DEBUG_LEVEL", "5")])).unwrap(),
+            LogLevel::Error
+        );
+        let a = Args {
+            test_input: None,
+            log_level: Some("WARN".into()),
+        };
+        assert_eq!(
+            log_level(&a, &env(&[("RUNPOD_LOG_LEVEL", "debug")])).unwrap(),
+            LogLevel::Warn
+        );
+        assert!(
+            log_level(&args(), &env(&[("RUNPOD_LOG_LEVEL", "loud")]))
+                .unwrap_err()
+                .to_string()
+                .contains("is not a log level")
+        );
+    }
+}

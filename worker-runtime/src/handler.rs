@@ -1,0 +1,320 @@
+//! The traits that turn a user function into a job handler, and what a job ends as.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::job::Job;
+use crate::report::{self, Failure};
+
+/// How one job ended: its serialized output, or a failure to report.
+#[derive(Debug)]
+pub struct Outcome {
+    pub(crate) kind: OutcomeKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum OutcomeKind {
+    Output(Box<RawValue>),
+    Failed(Failure),
+}
+
+impl Outcome {
+    /// A successful job whose `output` is `value`. A value that cannot be serialized to JSON
+    /// makes a failed job whose message says why, so a result is never silently dropped.
+    pub fn output<T: Serialize + ?Sized>(value: &T) -> Outcome {
+        match serde_json::value::to_raw_value(value) {
+            Ok(raw) => Outcome {
+                kind: OutcomeKind::Output(raw),
+            },
+            Err(e) => Outcome::failed(Failure::new(
+                "OutputNotSerializable",
+                format!(
+                    "the handler's output (`{}`) could not be serialized to JSON: {e}",
+                    std::any::type_name::<T>()
+                ),
+            )),
+        }
+    }
+
+    /// A failed job.
+    pub fn failed(failure: Failure) -> Outcome {
+        Outcome {
+            kind: OutcomeKind::Failed(failure),
+        }
+    }
+
+    /// The output JSON text, if the job succeeded.
+    pub fn output_json(&self) -> Option<&str> {
+        match &self.kind {
+            OutcomeKind::Output(raw) => Some(raw.get()),
+            OutcomeKind::Failed(_) => None,
+        }
+    }
+
+    /// The failure, if the job failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        match &self.kind {
+            OutcomeKind::Failed(f) => Some(f),
+            OutcomeKind::Output(_) => None,
+        }
+    }
+}
+
+/// The running of one job: a future that ends in an [`Outcome`].
+///
+/// Build it with [`Invocation::new`] for async work or [`Invocation::blocking`] for code that
+/// blocks (it then runs on a blocking thread, so other jobs and the heartbeat keep going).
+/// Panics inside either are caught and reported as the job's failure.
+pub struct Invocation {
+    future: Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>,
+}
+
+impl Invocation {
+    /// An invocation that runs `future` on the async runtime.
+    pub fn new(future: impl Future<Output = Outcome> + Send + 'static) -> Invocation {
+        Invocation {
+            future: Box::pin(future),
+        }
+    }
+
+    /// An invocation that runs blocking code on the runtime's blocking thread pool.
+    pub fn blocking(work: impl FnOnce() -> Outcome + Send + 'static) -> Invocation {
+        // The blocking thread logs inside the job's span too, so its lines carry the job id.
+        let span = tracing::Span::current();
+        Invocation::new(async move {
+            match tokio::task::spawn_blocking(move || span.in_scope(|| report::catch_panic(work)))
+                .await
+            {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(failure)) => Outcome::failed(failure),
+                Err(join) => Outcome::failed(Failure::new(
+                    "JoinError",
+                    format!("the blocking handler task did not finish: {join}"),
+                )),
+            }
+        })
+    }
+
+    /// An invocation that is already finished.
+    pub fn ready(outcome: Outcome) -> Invocation {
+        Invocation::new(std::future::ready(outcome))
+    }
+}
+
+impl Future for Invocation {
+    type Output = Outcome;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        // Each poll runs handler code; a panic in it becomes the job's failure. The future is
+        // never polled again after that, since the invocation is finished.
+        let future = self.future.as_mut();
+        match report::catch_panic(|| future.poll(cx)) {
+            Ok(poll) => poll,
+            Err(failure) => Poll::Ready(Outcome::failed(failure)),
+        }
+    }
+}
+
+impl fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invocation").finish_non_exhaustive()
+    }
+}
+
+/// A job handler: what the worker calls for each job.
+///
+/// `#[worker::handler]` implements it for you. Without the macro, use [`handler_fn`], or
+/// implement it on your own type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a job handler",
+    note = "wrap an async function with `worker::handler_fn(f)`, or annotate it with `#[worker::handler]`"
+)]
+pub trait Handler: Send + Sync + 'static {
+    /// Start running `job`.
+    fn call(&self, job: Job) -> Invocation;
+}
+
+/// A [`Handler`] from an async function `f(input, job) -> Result<T, E>`, where the input is
+/// deserialized from the job's `input`.
+///
+/// ```no_run
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Prompt { text: String }
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     worker::run(worker::handler_fn(|input: Prompt, _job: worker::Job| async move {
+///         Ok::<_, std::io::Error>(input.text.to_uppercase())
+///     }))
+///     .await
+/// }
+/// ```
+pub fn handler_fn<F, I, Fut, T, E>(f: F) -> HandlerFn<F, I>
+where
+    F: Fn(I, Job) -> Fut + Send + Sync + 'static,
+    I: DeserializeOwned + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: Serialize,
+    E: Into<Box<dyn StdError + Send + Sync + 'static>>,
+{
+    HandlerFn {
+        f,
+        _input: PhantomData,
+    }
+}
+
+/// The [`Handler`] returned by [`handler_fn`].
+pub struct HandlerFn<F, I> {
+    f: F,
+    _input: PhantomData<fn(I)>,
+}
+
+impl<F, I> fmt::Debug for HandlerFn<F, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerFn")
+            .field("input", &std::any::type_name::<I>())
+            .finish()
+    }
+}
+
+impl<F, I, Fut, T, E> Handler for HandlerFn<F, I>
+where
+    F: Fn(I, Job) -> Fut + Send + Sync + 'static,
+    I: DeserializeOwned + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: Serialize,
+    E: Into<Box<dyn StdError + Send + Sync + 'static>>,
+{
+    fn call(&self, job: Job) -> Invocation {
+        let input = match deserialize_input::<I>(&job) {
+            Ok(input) => input,
+            Err(failure) => return Invocation::ready(Outcome::failed(failure)),
+        };
+        let future = (self.f)(input, job);
+        Invocation::new(async move {
+            match future.await {
+                Ok(output) => Outcome::output(&output),
+                Err(error) => {
+                    let error_type = std::any::type_name::<E>();
+                    let boxed: Box<dyn StdError + Send + Sync + 'static> = error.into();
+                    Outcome::failed(Failure::from_error(error_type, &*boxed))
+                }
+            }
+        })
+    }
+}
+
+/// Deserialize the job's `input` into the handler's input type. The message names the JSON
+/// path of the problem (`input.prompt: invalid type: integer `5`, expected a string`).
+pub(crate) fn deserialize_input<I: DeserializeOwned>(job: &Job) -> Result<I, Failure> {
+    serde_path_to_error::deserialize::<_, I>(job.input()).map_err(|e| {
+        let path = e.path().to_string();
+        let location = if path == "." {
+            "input".to_owned()
+        } else if path.starts_with('[') {
+            format!("input{path}")
+        } else {
+            format!("input.{path}")
+        };
+        let message = format!("{location}: {}", e.into_inner());
+        let traceback = format!(
+            "InvalidInput: {message}\n\nThe job's input does not match the handler's input type `{}`.",
+            std::any::type_name::<I>()
+        );
+        Failure::new("InvalidInput", message).with_traceback(traceback)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Prompt {
+        prompt: String,
+        options: Option<Vec<u32>>,
+    }
+
+    fn input_error<I: DeserializeOwned>(input: serde_json::Value) -> String {
+        deserialize_input::<I>(&Job::new("j", input))
+            .err()
+            .unwrap()
+            .message()
+            .to_owned()
+    }
+
+    #[test]
+    fn input_errors_name_the_json_path() {
+        assert_eq!(
+            input_error::<Prompt>(json!({"prompt": 5})),
+            "input.prompt: invalid type: integer `5`, expected a string"
+        );
+        assert_eq!(
+            input_error::<Prompt>(json!({})),
+            "input: missing field `prompt`"
+        );
+        assert_eq!(
+            input_error::<Prompt>(json!({"prompt": "a", "options": [1, "x"]})),
+            "input.options[1]: invalid type: string \"x\", expected u32"
+        );
+        assert_eq!(
+            input_error::<Vec<u8>>(json!([1, -1])),
+            "input[1]: invalid value: integer `-1`, expected u8"
+        );
+        assert_eq!(
+            input_error::<Prompt>(json!(null)),
+            "input: invalid type: null, expected struct Prompt"
+        );
+    }
+
+    #[test]
+    fn unserializable_output_fails_the_job_with_a_reason() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(vec![1u8], 2);
+        let outcome = Outcome::output(&map);
+        let failure = outcome.failure().expect("must fail");
+        assert_eq!(failure.error_type(), "OutputNotSerializable");
+        assert!(
+            failure.message().contains("key must be a string"),
+            "{}",
+            failure.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn handler_fn_runs_and_reports_errors_with_their_chain() {
+        let h = handler_fn(|input: Prompt, job: Job| async move {
+            if input.prompt == "fail" {
+                return Err(std::io::Error::other(format!("no luck for {}", job.id())));
+            }
+            Ok(input.prompt.len())
+        });
+        let ok = h.call(Job::new("a", json!({"prompt": "four"}))).await;
+        assert_eq!(ok.output_json(), Some("4"));
+        let failed = h.call(Job::new("b", json!({"prompt": "fail"}))).await;
+        let failure = failed.failure().unwrap();
+        assert_eq!(failure.error_type(), "std::io::error::Error");
+        assert_eq!(failure.message(), "no luck for b");
+    }
+
+    #[tokio::test]
+    async fn panics_in_async_and_blocking_handlers_are_caught() {
+        report::install_panic_hook();
+        let outcome = Invocation::new(async { panic!("async boom") }).await;
+        assert_eq!(outcome.failure().unwrap().message(), "async boom");
+        let outcome = Invocation::blocking(|| panic!("blocking boom")).await;
+        assert_eq!(outcome.failure().unwrap().message(), "blocking boom");
+    }
+}

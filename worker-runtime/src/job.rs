@@ -1,0 +1,154 @@
+//! The job context handed to handlers: who the job is, and the job exactly as RunPod sent it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// One job taken from the queue, as a handler sees it.
+///
+/// A handler asks for it by taking a `&Job` (or `Job`) parameter. It is cheap to clone and can be
+/// built in tests with [`Job::new`] or [`Job::from_json`], so handlers that use it stay callable
+/// from ordinary unit tests.
+///
+/// ```
+/// let job = worker::Job::new("job-1", serde_json::json!({"prompt": "hi"}));
+/// assert_eq!(job.id(), "job-1");
+/// assert_eq!(job.input()["prompt"], "hi");
+/// ```
+#[derive(Clone)]
+pub struct Job {
+    inner: Arc<JobInner>,
+}
+
+struct JobInner {
+    id: String,
+    /// The whole job object (`id`, `input`, and whatever else the platform sent).
+    raw: Value,
+}
+
+/// Why a JSON value is not a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InvalidJob {
+    NotAnObject,
+    MissingId,
+    IdNotAString,
+    MissingInput,
+}
+
+impl fmt::Display for InvalidJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidJob::NotAnObject => "a job must be a JSON object with `id` and `input`",
+            InvalidJob::MissingId => "the job has no `id` field",
+            InvalidJob::IdNotAString => "the job's `id` is not a string",
+            InvalidJob::MissingInput => "the job has no `input` field",
+        })
+    }
+}
+
+impl Job {
+    /// A job with the given id and input, as if the platform had sent
+    /// `{"id": id, "input": input}`. Meant for tests.
+    pub fn new(id: impl Into<String>, input: Value) -> Job {
+        let id = id.into();
+        let raw = serde_json::json!({ "id": id, "input": input });
+        Job::from_parts(id, raw)
+    }
+
+    /// A job from the whole job object the platform sends (`{"id": …, "input": …, …}`).
+    ///
+    /// Fails with a message saying what is missing when `id` (a string) or `input` is absent.
+    pub fn from_json(raw: Value) -> Result<Job, crate::Error> {
+        Job::parse(raw).map_err(|e| crate::Error::invalid_job(e.to_string()))
+    }
+
+    pub(crate) fn parse(raw: Value) -> Result<Job, InvalidJob> {
+        let object = raw.as_object().ok_or(InvalidJob::NotAnObject)?;
+        let id = match object.get("id") {
+            None => return Err(InvalidJob::MissingId),
+            Some(Value::String(id)) => id.clone(),
+            Some(_) => return Err(InvalidJob::IdNotAString),
+        };
+        if !object.contains_key("input") {
+            return Err(InvalidJob::MissingInput);
+        }
+        Ok(Job::from_parts(id, raw))
+    }
+
+    fn from_parts(id: String, raw: Value) -> Job {
+        Job {
+            inner: Arc::new(JobInner { id, raw }),
+        }
+    }
+
+    /// The job id (RunPod's `requestId`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The job's `input`, untyped. Handlers normally take a typed input parameter instead.
+    pub fn input(&self) -> &Value {
+        &self.inner.raw["input"]
+    }
+
+    /// The whole job object exactly as the platform sent it, including fields this crate does
+    /// not interpret (`webhook`, `policy`, `s3Config`, …).
+    pub fn raw(&self) -> &Value {
+        &self.inner.raw
+    }
+
+    /// The `batchId` the platform attached to the job, if any. Log lines of the job carry it.
+    pub fn batch_id(&self) -> Option<&str> {
+        self.inner.raw.get("batchId").and_then(Value::as_str)
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_platform_job_and_keeps_extra_fields() {
+        let job = Job::parse(
+            json!({"id": "a-1", "input": {"x": 1}, "webhook": "http://h", "batchId": "b7"}),
+        )
+        .unwrap();
+        assert_eq!(job.id(), "a-1");
+        assert_eq!(job.input(), &json!({"x": 1}));
+        assert_eq!(job.raw()["webhook"], "http://h");
+        assert_eq!(job.batch_id(), Some("b7"));
+    }
+
+    #[test]
+    fn null_input_is_still_a_job() {
+        let job = Job::parse(json!({"id": "a", "input": null})).unwrap();
+        assert!(job.input().is_null());
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_job() {
+        assert_eq!(Job::parse(json!([1])).unwrap_err(), InvalidJob::NotAnObject);
+        assert_eq!(
+            Job::parse(json!({"input": 1})).unwrap_err(),
+            InvalidJob::MissingId
+        );
+        assert_eq!(
+            Job::parse(json!({"id": 5, "input": 1})).unwrap_err(),
+            InvalidJob::IdNotAString
+        );
+        assert_eq!(
+            Job::parse(json!({"id": "a"})).unwrap_err(),
+            InvalidJob::MissingInput
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Write RunPod serverless workers in Rust.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct Prompt { text: String }
+//!
+//! #[derive(Serialize)]
+//! struct Reply { shout: String }
+//!
+//! struct Model { suffix: String }
+//!
+//! #[worker::init]
+//! fn load() -> Model {
+//!     Model { suffix: "!".into() }
+//! }
+//!
+//! #[worker::handler]
+//! async fn generate(input: Prompt, model: &Model) -> Result<Reply, std::io::Error> {
+//!     Ok(Reply { shout: input.text.to_uppercase() + &model.suffix })
+//! }
+//! ```
+//!
+//! The macros generate `fn main`: it reads RunPod's environment, runs `load` once, and then
+//! either runs one local test job (`--test_input '{"input": …}'` or `./test_input.json`) or takes
+//! jobs from the platform until SIGTERM. Both functions stay plain Rust that tests can call.
+//!
+//! Without the macros, build a [`Handler`] with [`handler_fn`] and call [`run`].
+
+mod client;
+mod config;
+mod error;
+mod handler;
+mod heartbeat;
+mod job;
+mod local;
+mod logging;
+mod protocol;
+mod report;
+mod shutdown;
+mod start;
+mod worker;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use error::{Error, ErrorKind};
+pub use handler::{Handler, HandlerFn, Invocation, Outcome, handler_fn};
+pub use job::Job;
+pub use report::Failure;
+pub use start::{Worker, run};
+pub use worker_macros::{handler, init};
+
+/// Logging macros, re-exported so workers need no direct `tracing` dependency. Lines logged
+/// inside a handler carry the job id.
+pub use tracing;

@@ -1,0 +1,258 @@
+//! Logging through `tracing`: human text locally, RunPod's JSON lines
+//! (`{"requestId","message","level"}`) when `RUNPOD_ENDPOINT_ID` is set. Every line logged while
+//! a job runs (by the runtime or by the handler) carries the job id, and its `batchId` prefix.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// RunPod's log levels, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum LogLevel {
+    NotSet,
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// A name (any case; `WARNING` too) or the Python SDK's index 0–5.
+    pub(crate) fn parse(value: &str) -> Option<LogLevel> {
+        let levels = [
+            LogLevel::NotSet,
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ];
+        if let Ok(index) = value.trim().parse::<usize>() {
+            return levels.get(index).copied();
+        }
+        Some(match value.trim().to_ascii_uppercase().as_str() {
+            "NOTSET" | "OFF" => LogLevel::NotSet,
+            "TRACE" => LogLevel::Trace,
+            "DEBUG" => LogLevel::Debug,
+            "INFO" => LogLevel::Info,
+            "WARN" | "WARNING" => LogLevel::Warn,
+            "ERROR" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+
+    fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::NotSet => LevelFilter::OFF,
+            LogLevel::Trace => LevelFilter::TRACE,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Error => LevelFilter::ERROR,
+        }
+    }
+}
+
+/// Text for people, or RunPod's JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where log lines go: stdout in production (like the Python SDK), stderr in local test mode
+/// so that stdout carries only the job's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogTarget {
+    Stdout,
+    Stderr,
+}
+
+/// Install the global subscriber. Does nothing if the program already installed one.
+pub(crate) fn init(level: LogLevel, format: LogFormat, target: LogTarget) {
+    match target {
+        LogTarget::Stdout => install(level, format, std::io::stdout),
+        LogTarget::Stderr => install(level, format, std::io::stderr),
+    }
+}
+
+fn install<W>(level: LogLevel, format: LogFormat, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let max = level.filter();
+    // Dependencies (HTTP stack) only speak up for warnings, whatever the level.
+    let filter = filter_fn(move |meta| {
+        let ours = !["hyper", "h2", "reqwest", "rustls", "tower", "axum"]
+            .iter()
+            .any(|p| meta.target().starts_with(p));
+        (ours || *meta.level() <= Level::WARN) && max >= *meta.level()
+    });
+    let fmt = tracing_subscriber::fmt::layer()
+        .event_format(RunpodFormat { format })
+        .with_writer(writer);
+    let _ = tracing_subscriber::registry()
+        .with(JobFieldsLayer)
+        .with(fmt.with_filter(filter))
+        .try_init();
+}
+
+/// The span every job runs in; the formatter reads the job id and batch id from it.
+pub(crate) fn job_span(job: &crate::Job) -> tracing::Span {
+    tracing::info_span!("job", job_id = job.id(), batch_id = job.batch_id())
+}
+
+/// The job id and batch id recorded on a `job` span.
+#[derive(Debug, Default)]
+struct JobFields {
+    job_id: Option<String>,
+    batch_id: Option<String>,
+}
+
+impl Visit for JobFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "job_id" => self.job_id = Some(value.to_owned()),
+            "batch_id" => self.batch_id = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+struct JobFieldsLayer;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JobFieldsLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != "job" {
+            return;
+        }
+        let mut fields = JobFields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+}
+
+/// The message of an event, with its other fields appended as `key=value`.
+#[derive(Default)]
+struct Message {
+    text: String,
+    extra: String,
+}
+
+impl Visit for Message {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.text.push_str(value);
+        } else {
+            let _ = write!(self.extra, " {}={}", field.name(), value);
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.text, "{value:?}");
+        } else {
+            let _ = write!(self.extra, " {}={:?}", field.name(), value);
+        }
+    }
+}
+
+/// One JSON log line, in RunPod's key order.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    #[serde(rename = "requestId")]
+    request_id: Option<&'a str>,
+    message: &'a str,
+    level: &'a str,
+}
+
+struct RunpodFormat {
+    format: LogFormat,
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARN",
+        Level::ERROR => "ERROR",
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for RunpodFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let (mut job_id, mut batch_id) = (None, None);
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope {
+                if let Some(fields) = span.extensions().get::<JobFields>() {
+                    job_id = fields.job_id.clone();
+                    batch_id = fields.batch_id.clone();
+                    break;
+                }
+            }
+        }
+        let mut message = Message::default();
+        event.record(&mut message);
+        let mut text = String::new();
+        if let Some(batch) = &batch_id {
+            let _ = write!(text, "[batchId={batch}] ");
+        }
+        text.push_str(&message.text);
+        text.push_str(&message.extra);
+        let level = level_name(event.metadata().level());
+        match self.format {
+            LogFormat::Text => match &job_id {
+                Some(id) => writeln!(writer, "{level:<7}| {id} | {text}"),
+                None => writeln!(writer, "{level:<7}| {text}"),
+            },
+            LogFormat::Json => {
+                let line = JsonLine {
+                    request_id: job_id.as_deref(),
+                    message: &text,
+                    level,
+                };
+                let line = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+                writeln!(writer, "{line}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_runpod_levels() {
+        assert_eq!(LogLevel::parse("info"), Some(LogLevel::Info));
+        assert_eq!(LogLevel::parse("WARNING"), Some(LogLevel::Warn));
+        assert_eq!(LogLevel::parse("3"), Some(LogLevel::Info));
+        assert_eq!(LogLevel::parse("0"), Some(LogLevel::NotSet));
+        assert_eq!(LogLevel::parse("6"), None);
+        assert_eq!(LogLevel::parse("chatty"), None);
+    }
+}

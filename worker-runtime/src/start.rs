@@ -1,0 +1,263 @@
+//! Starting a worker: flags and environment, logging, `#[worker::init]`, then local test mode or
+//! the production loop. Both the macro's generated `main` and [`run`] come through here.
+
+use std::any::Any;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::__private::InitFuture;
+use crate::config::{self, Args, Mode, ProcessEnv};
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::heartbeat;
+use crate::local::{self, EmbeddedTestInput};
+use crate::logging::{self, LogFormat, LogTarget};
+use crate::report::{self, Failure};
+use crate::shutdown;
+use crate::worker::{self, InFlight};
+
+/// What `#[worker::handler(…)]` was told. Built with `const` methods by generated code.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    name: &'static str,
+    concurrency: usize,
+    test_input: Option<EmbeddedTestInput>,
+}
+
+impl Settings {
+    pub const fn new(name: &'static str) -> Settings {
+        Settings {
+            name,
+            concurrency: 1,
+            test_input: None,
+        }
+    }
+
+    pub const fn concurrency(mut self, concurrency: usize) -> Settings {
+        self.concurrency = concurrency;
+        self
+    }
+
+    pub const fn test_input(mut self, path: &'static str, contents: &'static str) -> Settings {
+        self.test_input = Some(EmbeddedTestInput { path, contents });
+        self
+    }
+}
+
+/// A worker built from a [`Handler`], for use without the macros.
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     let echo = worker::handler_fn(|input: serde_json::Value, _job: worker::Job| async move {
+///         Ok::<_, std::convert::Infallible>(input)
+///     });
+///     worker::Worker::new(echo).concurrency(4).run().await
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Worker<H> {
+    handler: H,
+    settings: Settings,
+}
+
+impl<H: Handler> Worker<H> {
+    /// A worker that runs `handler` for each job, one job at a time.
+    pub fn new(handler: H) -> Worker<H> {
+        Worker {
+            handler,
+            settings: Settings::new("handler"),
+        }
+    }
+
+    /// Run up to `concurrency` jobs at once (at least 1).
+    pub fn concurrency(mut self, concurrency: usize) -> Worker<H> {
+        self.settings.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Read the command line and environment, then run: one local test job when
+    /// `RUNPOD_WEBHOOK_GET_JOB` is unset or `--test_input` is given, else the production loop
+    /// until SIGTERM/SIGINT. Returns the process's exit code.
+    pub async fn run(self) -> ExitCode {
+        report::install_panic_hook();
+        let started = match Started::new(Args::from_env()) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        started.run(self.handler, self.settings).await
+    }
+}
+
+/// Run `handler` as a worker; see [`Worker::run`].
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     worker::run(worker::handler_fn(|name: String, _job: worker::Job| async move {
+///         Ok::<_, std::convert::Infallible>(format!("Hello, {name}!"))
+///     }))
+///     .await
+/// }
+/// ```
+pub async fn run<H: Handler>(handler: H) -> ExitCode {
+    Worker::new(handler).run().await
+}
+
+/// The process after flags, environment and logging were read.
+struct Started {
+    args: Args,
+    mode: Mode,
+    /// The platform client, built once (production only).
+    client: Option<reqwest::Client>,
+}
+
+impl Started {
+    fn new(args: Args) -> Result<Started, ExitCode> {
+        let level = match config::log_level(&args, &ProcessEnv) {
+            Ok(level) => level,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(2));
+            }
+        };
+        let mode = config::mode(&args, &ProcessEnv);
+        let (format, target) = match (
+            &mode,
+            std::env::var_os("RUNPOD_ENDPOINT_ID").is_some_and(|v| !v.is_empty()),
+        ) {
+            (Ok(Mode::LocalTest { .. }), json) => (
+                if json {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Text
+                },
+                LogTarget::Stderr,
+            ),
+            (_, true) => (LogFormat::Json, LogTarget::Stdout),
+            (_, false) => (LogFormat::Text, LogTarget::Stdout),
+        };
+        logging::init(level, format, target);
+        let mode = mode.map_err(|e| fail("configuration", &e))?;
+        let client = match &mode {
+            Mode::Production(cfg) => {
+                Some(crate::client::build(&cfg.api_key).map_err(|e| fail("configuration", &e))?)
+            }
+            Mode::LocalTest { .. } => None,
+        };
+        Ok(Started { args, mode, client })
+    }
+
+    async fn run<H: Handler>(self, handler: H, settings: Settings) -> ExitCode {
+        match self.mode {
+            Mode::LocalTest { test_input } => {
+                match local::read_test_job(test_input, settings.test_input) {
+                    Ok(job) => local::run_one(&handler, job).await,
+                    Err(e) => fail("test input", &e),
+                }
+            }
+            Mode::Production(cfg) => {
+                let Some(client) = self.client else {
+                    return ExitCode::FAILURE;
+                };
+                let in_flight = Arc::new(InFlight::default());
+                heartbeat::start(&cfg, in_flight.clone());
+                let (trigger, shutdown) = shutdown::channel();
+                shutdown::on_signals(trigger);
+                worker::run(
+                    handler,
+                    *cfg,
+                    client,
+                    in_flight,
+                    settings.concurrency,
+                    shutdown,
+                )
+                .await;
+                let _ = &self.args;
+                ExitCode::SUCCESS
+            }
+        }
+    }
+
+    /// Run `#[worker::init]`; on failure log it with its cause chain, report it on the ping URL
+    /// in production, and give the exit code.
+    async fn init(
+        &self,
+        name: &str,
+        init: fn() -> InitFuture,
+    ) -> Result<&'static (dyn Any + Send + Sync), ExitCode> {
+        if !name.is_empty() {
+            tracing::info!("running init function `{name}`");
+        }
+        let started = std::time::Instant::now();
+        match init().await {
+            Ok(state) => {
+                if !name.is_empty() {
+                    tracing::info!(
+                        "init function `{name}` finished in {:.1?}",
+                        started.elapsed()
+                    );
+                }
+                // The state lives as long as the process: every job borrows it.
+                Ok(Box::leak(state))
+            }
+            Err(failure) => {
+                tracing::error!(
+                    "init function `{name}` failed: {failure}\n{}",
+                    failure.traceback()
+                );
+                if let (Mode::Production(cfg), Some(client)) = (&self.mode, &self.client) {
+                    heartbeat::report_unhealthy(client, cfg, "init", &failure.to_string()).await;
+                }
+                Err(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+fn fail(what: &str, error: &Error) -> ExitCode {
+    tracing::error!("{what} error: {error}");
+    ExitCode::FAILURE
+}
+
+/// The `main` of a `#[worker::handler]` binary: build the runtime, read the configuration, run
+/// init once, build the handler around its state, then run.
+pub fn main<H: Handler>(
+    settings: Settings,
+    init: fn() -> InitFuture,
+    make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure>,
+) -> ExitCode {
+    report::install_panic_hook();
+    let args = Args::from_env();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async move {
+        let started = match Started::new(args) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let state = match started.init(settings.name, init).await {
+            Ok(state) => state,
+            Err(code) => return code,
+        };
+        let handler = match make_handler(state) {
+            Ok(h) => h,
+            Err(failure) => {
+                tracing::error!("could not build the handler `{}`: {failure}", settings.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        started.run(handler, settings).await
+    });
+    // Jobs are done and reported; do not wait for blocking threads still running abandoned work.
+    runtime.shutdown_background();
+    code
+}
