@@ -53,6 +53,9 @@ pub use report::Failure;
 pub use start::{Worker, run};
 pub use worker_macros::{handler, init};
 
+/// JSON values, for handlers whose input or output is any JSON.
+pub use serde_json::{Value, json};
+
 /// Logging macros, re-exported so workers need no direct `tracing` dependency. Lines logged
 /// inside a handler carry the job id.
 pub use tracing;

@@ -85,6 +85,14 @@ impl PlainTag {
 #[derive(Debug)]
 pub struct ErrorWrap<'a, E: ?Sized>(pub &'a E);
 
+// Only a reference: copyable whatever `E` is (the last level takes it by value through `&&&&`).
+impl<E: ?Sized> Clone for ErrorWrap<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E: ?Sized> Copy for ErrorWrap<'_, E> {}
+
 fn type_name<E: ?Sized>() -> &'static str {
     std::any::type_name::<E>()
 }
@@ -246,4 +254,110 @@ pub fn run_main<I: InitProvider, H: Handler>(
     make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure>,
 ) -> ExitCode {
     main(settings, I::init, make_handler)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dispatch as generated code uses it: concrete types, method syntax.
+    use super::*;
+
+    #[allow(unused_imports)]
+    use super::{
+        DebugKind as _, DisplayKind as _, ErrorPointerKind as _, PlainKind as _, ResultKind as _,
+    };
+    #[allow(unused_imports)]
+    use super::{SendErrorPointerKind as _, StdErrorKind as _};
+
+    type MyResult<T> = Result<T, std::io::Error>;
+
+    macro_rules! outcome {
+        ($ret:expr) => {{
+            let ret = $ret;
+            match (&ret).__worker_kind().split(ret) {
+                Ok(output) => output_json(output),
+                Err(error) => Err((&&&&ErrorWrap(&error)).__worker_error()),
+            }
+        }};
+    }
+
+    fn output_json<T: Serialize>(value: T) -> Result<String, Failure> {
+        Ok(output(value).output_json().unwrap().to_owned())
+    }
+
+    struct OnlyDisplay;
+    impl Display for OnlyDisplay {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("only display")
+        }
+    }
+
+    #[derive(Debug)]
+    struct DisplayDebug;
+    impl Display for DisplayDebug {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("display and debug")
+        }
+    }
+
+    #[test]
+    fn plain_values_are_outputs() {
+        assert_eq!(outcome!(5).unwrap(), "5");
+        assert_eq!(outcome!("hi").unwrap(), "\"hi\"");
+        assert_eq!(outcome!(Some(vec![1])).unwrap(), "[1]");
+    }
+
+    #[test]
+    fn results_are_recognised_through_aliases() {
+        let ok: MyResult<u8> = Ok(1);
+        assert_eq!(outcome!(ok).unwrap(), "1");
+        let err: MyResult<u8> = Err(std::io::Error::other("disk"));
+        let failure = outcome!(err).unwrap_err();
+        assert_eq!(
+            (failure.error_type(), failure.message()),
+            ("std::io::error::Error", "disk")
+        );
+    }
+
+    #[test]
+    fn every_kind_of_error_is_reported() {
+        let anyhow_err: anyhow::Result<()> =
+            Err(anyhow::Error::new(std::io::Error::other("root")).context("outer"));
+        let failure = outcome!(anyhow_err).unwrap_err();
+        assert_eq!(failure.error_type(), "anyhow::Error");
+        assert_eq!(
+            failure.traceback(),
+            "anyhow::Error: outer\n\nCaused by:\n    0: root"
+        );
+
+        let boxed: Result<(), Box<dyn StdError>> = Err("boxed".into());
+        assert_eq!(outcome!(boxed).unwrap_err().message(), "boxed");
+        let boxed_send: Result<(), Box<dyn StdError + Send + Sync>> = Err("boxed send".into());
+        assert_eq!(outcome!(boxed_send).unwrap_err().message(), "boxed send");
+
+        let debug: Result<(), DisplayDebug> = Err(DisplayDebug);
+        let failure = outcome!(debug).unwrap_err();
+        assert_eq!(
+            failure.traceback(),
+            format!(
+                "{}: display and debug\n\nDisplayDebug",
+                type_name::<DisplayDebug>()
+            )
+        );
+
+        let display: Result<(), OnlyDisplay> = Err(OnlyDisplay);
+        assert_eq!(outcome!(display).unwrap_err().message(), "only display");
+
+        let string: Result<(), String> = Err("a string".into());
+        assert_eq!(outcome!(string).unwrap_err().message(), "a string");
+    }
+
+    fn provides<I: ProvidesState<S>, S>() {}
+
+    #[test]
+    fn init_return_types_provide_their_state() {
+        struct Init;
+        impl<S> ProvidesState<S> for Init where anyhow::Result<Vec<u8>>: InitReturn<S> {}
+        provides::<Init, Vec<u8>>();
+        provides::<Init, anyhow::Result<Vec<u8>>>();
+    }
 }
