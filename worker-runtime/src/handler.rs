@@ -31,6 +31,21 @@ impl Outcome {
     /// makes a failed job whose message says why, so a result is never silently dropped.
     pub fn output<T: Serialize + ?Sized>(value: &T) -> Outcome {
         match serde_json::value::to_raw_value(value) {
+            // serde_json writes NaN and infinity as `null`; only then is the slower walk needed.
+            Ok(raw) if raw.get().contains("null") => {
+                match crate::finite::find_non_finite(value, "output") {
+                    Some((path, what)) => Outcome::failed(Failure::new(
+                        "OutputNotSerializable",
+                        format!(
+                            "{path} is {what}, which JSON cannot represent; \
+                             return a finite number, a string or null instead"
+                        ),
+                    )),
+                    None => Outcome {
+                        kind: OutcomeKind::Output(raw),
+                    },
+                }
+            }
             Ok(raw) => Outcome {
                 kind: OutcomeKind::Output(raw),
             },
@@ -290,6 +305,21 @@ mod tests {
             failure.message().contains("key must be a string"),
             "{}",
             failure.message()
+        );
+    }
+
+    #[test]
+    fn non_finite_floats_fail_the_job_with_their_path() {
+        let outcome = Outcome::output(&serde_json::json!({"ok": 1}));
+        assert_eq!(outcome.output_json(), Some("{\"ok\":1}"));
+        let outcome = Outcome::output(&vec![Some(1.0), None, Some(f64::NAN)]);
+        assert_eq!(
+            outcome.failure().unwrap().message(),
+            "output[2] is NaN, which JSON cannot represent; return a finite number, a string or null instead"
+        );
+        assert_eq!(
+            Outcome::output(&vec![None::<f64>]).output_json(),
+            Some("[null]")
         );
     }
 

@@ -31,6 +31,7 @@
 mod client;
 mod config;
 mod error;
+mod finite;
 mod handler;
 mod heartbeat;
 mod job;
