@@ -9,7 +9,6 @@ use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::process::ExitCode;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -246,14 +245,6 @@ pub fn state<S: 'static>(state: &'static (dyn Any + Send + Sync)) -> Result<&'st
             ),
         )
     })
-}
-
-/// Run the macro's worker: the `fn main` that `#[worker::handler]` generates calls this.
-pub fn run_main<I: InitProvider, H: Handler>(
-    settings: Settings,
-    make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure>,
-) -> ExitCode {
-    main(settings, I::init, make_handler)
 }
 
 #[cfg(test)]

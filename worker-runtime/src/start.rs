@@ -5,7 +5,7 @@ use std::any::Any;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::__private::InitFuture;
+use crate::__private::{InitFuture, InitProvider};
 use crate::config::{self, Args, Mode, ProcessEnv};
 use crate::error::Error;
 use crate::handler::Handler;
@@ -222,9 +222,8 @@ fn fail(what: &str, error: &Error) -> ExitCode {
 
 /// The `main` of a `#[worker::handler]` binary: build the runtime, read the configuration, run
 /// init once, build the handler around its state, then run.
-pub fn main<H: Handler>(
+pub fn main<I: InitProvider, H: Handler>(
     settings: Settings,
-    init: fn() -> InitFuture,
     make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure>,
 ) -> ExitCode {
     report::install_panic_hook();
@@ -244,7 +243,7 @@ pub fn main<H: Handler>(
             Ok(s) => s,
             Err(code) => return code,
         };
-        let state = match started.init(settings.name, init).await {
+        let state = match started.init(I::NAME, I::init).await {
             Ok(state) => state,
             Err(code) => return code,
         };
