@@ -183,6 +183,62 @@ pub(crate) fn parse_jobs(body: &[u8]) -> Vec<Job> {
         .collect()
 }
 
+/// What a job-stop request gave.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The ids of jobs to stop (possibly none).
+    Jobs(Vec<String>),
+    /// 429: slow down.
+    TooManyRequests,
+}
+
+/// Ask the platform which running jobs to stop (a long-poll).
+pub(crate) async fn stop(client: &Client, url: &str) -> Result<Stop, RequestError> {
+    let response = client
+        .get(url)
+        .timeout(TAKE_TIMEOUT)
+        .send()
+        .await
+        .map_err(RequestError::Transport)?;
+    match response.status() {
+        StatusCode::NO_CONTENT => return Ok(Stop::Jobs(Vec::new())),
+        StatusCode::TOO_MANY_REQUESTS => return Ok(Stop::TooManyRequests),
+        s if !s.is_success() => {
+            let body = response.text().await.unwrap_or_default();
+            return Err(RequestError::Status(s, snippet(&body)));
+        }
+        _ => {}
+    }
+    let body = response.bytes().await.map_err(RequestError::Transport)?;
+    Ok(Stop::Jobs(parse_stop(&body)))
+}
+
+/// `{"jobsToStop": ["id", …]}`; ids that are not strings are skipped with a warning.
+pub(crate) fn parse_stop(body: &[u8]) -> Vec<String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new();
+    }
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        tracing::warn!("job-stop answered with something other than a JSON object; ignoring it");
+        return Vec::new();
+    };
+    let Some(Value::Array(ids)) = object.get("jobsToStop") else {
+        tracing::warn!("job-stop answered without a `jobsToStop` list; ignoring it");
+        return Vec::new();
+    };
+    ids.iter()
+        .filter_map(|id| match id {
+            Value::String(id) => Some(id.clone()),
+            other => {
+                tracing::warn!(
+                    "job-stop listed a job id that is not a string ({other}); ignoring it"
+                );
+                None
+            }
+        })
+        .collect()
+}
+
 /// How long posts of results keep retrying before giving up.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RetryPolicy {
@@ -283,6 +339,15 @@ mod tests {
         let batch =
             parse_jobs(br#"[{"id":"a","input":1},{"input":2},{"id":"c","input":3},"junk"]"#);
         assert_eq!(batch.iter().map(|j| j.id()).collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn job_stop_answers() {
+        assert_eq!(parse_stop(br#"{"jobsToStop": ["a", "b", 5]}"#), ["a", "b"]);
+        assert!(parse_stop(b"").is_empty());
+        assert!(parse_stop(b"[]").is_empty());
+        assert!(parse_stop(br#"{"jobsToStop": "a"}"#).is_empty());
+        assert!(parse_stop(b"{nope").is_empty());
     }
 
     #[test]

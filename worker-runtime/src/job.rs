@@ -3,7 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::Value;
+
+use crate::control::Control;
 
 /// One job taken from the queue, as a handler sees it.
 ///
@@ -25,6 +28,7 @@ struct JobInner {
     id: String,
     /// The whole job object (`id`, `input`, and whatever else the platform sent).
     raw: Value,
+    control: Arc<Control>,
 }
 
 /// Why a JSON value is not a job.
@@ -78,7 +82,11 @@ impl Job {
 
     fn from_parts(id: String, raw: Value) -> Job {
         Job {
-            inner: Arc::new(JobInner { id, raw }),
+            inner: Arc::new(JobInner {
+                id,
+                raw,
+                control: Arc::default(),
+            }),
         }
     }
 
@@ -101,6 +109,66 @@ impl Job {
     /// The `batchId` the platform attached to the job, if any. Log lines of the job carry it.
     pub fn batch_id(&self) -> Option<&str> {
         self.inner.raw.get("batchId").and_then(Value::as_str)
+    }
+
+    /// Send a progress update: the platform shows `update` as the job's `output` while it is
+    /// `IN_PROGRESS`. It returns at once; updates are posted in order on a task of their own,
+    /// a newer update replaces one not yet posted, and none is posted after the final result.
+    ///
+    /// ```
+    /// # let job = worker::Job::new("j", serde_json::json!({}));
+    /// job.progress(&serde_json::json!({"percent": 50}));
+    /// ```
+    pub fn progress<T: Serialize + ?Sized>(&self, update: &T) {
+        #[derive(Serialize)]
+        struct Progress<'a, T: ?Sized> {
+            status: &'static str,
+            output: &'a T,
+        }
+        match serde_json::to_vec(&Progress {
+            status: "IN_PROGRESS",
+            output: update,
+        }) {
+            Ok(body) => self.inner.control.progress(&self.inner.id, body),
+            Err(e) => {
+                tracing::warn!("progress update dropped: it could not be serialized to JSON: {e}")
+            }
+        }
+    }
+
+    /// Resolves when the platform cancels this job. The worker stops an async handler at its
+    /// next `.await` by itself; a blocking handler can check [`Job::is_cancelled`] instead,
+    /// and code that needs to clean up can race its work against this future.
+    pub async fn cancelled(&self) {
+        self.inner.control.cancelled().await
+    }
+
+    /// Whether the platform cancelled this job. No result is posted for a cancelled job.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.control.is_cancelled()
+    }
+
+    /// Ask the platform to replace this worker once this job is done (RunPod's
+    /// `refresh_worker`): the result is posted with `stopPod: true`, the worker takes no new
+    /// jobs, lets running ones finish, and exits.
+    pub fn refresh_worker(&self) {
+        self.inner.control.request_refresh()
+    }
+
+    /// The outputs of the chunks streamed so far, when they are kept: with
+    /// `return_aggregate_stream`, in local test mode, and for jobs built in tests.
+    pub fn streamed(&self) -> Vec<Value> {
+        self.inner
+            .control
+            .stream()
+            .items
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .collect()
+    }
+
+    pub(crate) fn control(&self) -> &Arc<Control> {
+        &self.inner.control
     }
 }
 

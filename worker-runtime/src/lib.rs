@@ -30,6 +30,7 @@
 
 mod client;
 mod config;
+mod control;
 mod error;
 mod finite;
 mod handler;
@@ -41,6 +42,7 @@ mod protocol;
 mod report;
 mod shutdown;
 mod start;
+mod stream;
 mod worker;
 
 #[doc(hidden)]
@@ -52,6 +54,7 @@ pub use handler::{Handler, HandlerFn, Invocation, Outcome, handler_fn};
 pub use job::Job;
 pub use report::Failure;
 pub use start::{Worker, run};
+pub use stream::{StreamError, StreamSender};
 pub use worker_macros::{handler, init};
 
 /// JSON values, for handlers whose input or output is any JSON.

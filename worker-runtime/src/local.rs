@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::control::{BoxFuture, Outbound};
 use crate::error::{Error, ErrorKind};
 use crate::handler::Handler;
 use crate::job::Job;
 use crate::logging::job_span;
-use crate::worker::{done_body_for, log_outcome};
+use crate::worker::{FinalBody, log_outcome};
 
 /// A test input compiled into the binary (`#[worker::handler(test_input = "…")]`).
 #[derive(Debug, Clone, Copy)]
@@ -69,18 +70,24 @@ fn parse_test_job(source: &str, text: &str) -> Result<Job, Error> {
 }
 
 /// Run the test job and print the job-done body to stdout. Exit 0 on success, 1 on failure.
+/// Progress updates and stream chunks are logged as they happen; a streaming job's result
+/// holds every item.
 pub(crate) async fn run_one<H: Handler>(handler: &H, job: Job) -> ExitCode {
     let id = job.id().to_owned();
     let span = job_span(&job);
+    job.control()
+        .attach(std::sync::Arc::new(LocalOutbound), true);
+    let control = job.control().clone();
     let outcome = async {
         tracing::info!("Started.");
         let outcome = handler.call(job).await;
+        control.close_progress().await;
         log_outcome(&outcome);
         outcome
     }
     .instrument(span)
     .await;
-    let body = done_body_for(&outcome, "local", "local");
+    let body = FinalBody::new(&outcome, &control, false).to_bytes("local", "local");
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(&body);
     let _ = stdout.write_all(b"\n");
@@ -94,6 +101,21 @@ pub(crate) async fn run_one<H: Handler>(handler: &H, job: Job) -> ExitCode {
             tracing::error!("Job {id} failed: {failure}\n{}", failure.traceback());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Local test mode's stand-in for the platform: progress and chunks go to the log.
+struct LocalOutbound;
+
+impl Outbound for LocalOutbound {
+    fn progress(&self, _job_id: &str, body: Vec<u8>) -> BoxFuture<'_, ()> {
+        tracing::info!("progress: {}", String::from_utf8_lossy(&body));
+        Box::pin(std::future::ready(()))
+    }
+
+    fn chunk(&self, _job_id: &str, body: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+        tracing::info!("stream: {}", String::from_utf8_lossy(&body));
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -45,7 +45,6 @@ pub(crate) struct Urls {
     /// `RUNPOD_WEBHOOK_POST_OUTPUT`; `$ID` is replaced per job.
     pub(crate) job_done: String,
     /// `RUNPOD_WEBHOOK_POST_STREAM`; `$ID` is replaced per job. Streaming handlers post here.
-    #[allow(dead_code)]
     pub(crate) job_stream: Option<String>,
     /// `RUNPOD_WEBHOOK_PING`.
     pub(crate) ping: Option<String>,
@@ -80,6 +79,25 @@ impl Urls {
             if is_stream { "true" } else { "false" },
         );
         url
+    }
+
+    /// The job-stream URL for a job's chunks. The Python SDK sends `isStream=false` on chunks;
+    /// keep that wire shape.
+    pub(crate) fn stream(&self, job_id: &str) -> Option<String> {
+        let mut url = self
+            .job_stream
+            .as_ref()?
+            .replace("$ID", &encode_component(job_id));
+        push_query(&mut url, "isStream", "false");
+        Some(url)
+    }
+
+    /// The job-stop URL (the take URL with `/job-stop/`), if the take URL has the platform's
+    /// shape; the per-job stop channel is off otherwise.
+    pub(crate) fn stop(&self) -> Option<String> {
+        self.job_take
+            .contains("/job-take/")
+            .then(|| self.job_take.replacen("/job-take/", "/job-stop/", 1))
     }
 
     /// The ping URL with the in-flight job ids (comma-separated) and our version.
@@ -174,6 +192,11 @@ mod tests {
                 "http://h/v2/ep/ping/w42?gpu=SIM&job_id=c2%2Cc%203%2Fx&runpod_version={VERSION}"
             )
         );
+        assert_eq!(
+            u.stream("j-1").unwrap(),
+            "http://h/v2/ep/job-stream/w42/j-1?gpu=SIM&isStream=false"
+        );
+        assert_eq!(u.stop().unwrap(), "http://h/v2/ep/job-stop/w42?gpu=SIM");
         let unhealthy = u.unhealthy("init", "model file missing").unwrap();
         assert!(unhealthy.contains("&status=unhealthy&check=init&reason=model%20file%20missing&"));
     }

@@ -1,5 +1,6 @@
 //! Shutdown requests: SIGTERM and SIGINT (or a test) ask the loop to stop taking jobs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -11,14 +12,14 @@ pub(crate) struct Shutdown {
 }
 
 /// Requests a shutdown.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ShutdownTrigger {
-    tx: watch::Sender<bool>,
+    tx: Arc<watch::Sender<bool>>,
 }
 
 pub(crate) fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger { tx }, Shutdown { rx })
+    (ShutdownTrigger { tx: Arc::new(tx) }, Shutdown { rx })
 }
 
 impl ShutdownTrigger {

@@ -14,13 +14,15 @@ use crate::local::{self, EmbeddedTestInput};
 use crate::logging::{self, LogFormat, LogTarget};
 use crate::report::{self, Failure};
 use crate::shutdown;
-use crate::worker::{self, InFlight};
+use crate::worker::{self, Concurrency, InFlight, LoopOptions};
 
 /// What `#[worker::handler(…)]` was told. Built with `const` methods by generated code.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     name: &'static str,
-    concurrency: usize,
+    concurrency: Concurrency,
+    refresh_worker: bool,
+    aggregate_stream: bool,
     test_input: Option<EmbeddedTestInput>,
 }
 
@@ -28,14 +30,39 @@ impl Settings {
     pub const fn new(name: &'static str) -> Settings {
         Settings {
             name,
-            concurrency: 1,
+            concurrency: Concurrency::Fixed(1),
+            refresh_worker: false,
+            aggregate_stream: false,
             test_input: None,
         }
     }
 
     pub const fn concurrency(mut self, concurrency: usize) -> Settings {
-        self.concurrency = concurrency;
+        self.concurrency = Concurrency::Fixed(concurrency);
         self
+    }
+
+    pub const fn concurrency_modifier(mut self, modifier: fn(usize) -> usize) -> Settings {
+        self.concurrency = Concurrency::Dynamic(modifier);
+        self
+    }
+
+    pub const fn refresh_worker(mut self) -> Settings {
+        self.refresh_worker = true;
+        self
+    }
+
+    pub const fn return_aggregate_stream(mut self) -> Settings {
+        self.aggregate_stream = true;
+        self
+    }
+
+    fn loop_options(&self) -> LoopOptions {
+        LoopOptions {
+            concurrency: self.concurrency,
+            refresh_worker: self.refresh_worker,
+            aggregate_stream: self.aggregate_stream,
+        }
     }
 
     pub const fn test_input(mut self, path: &'static str, contents: &'static str) -> Settings {
@@ -72,7 +99,28 @@ impl<H: Handler> Worker<H> {
 
     /// Run up to `concurrency` jobs at once (at least 1).
     pub fn concurrency(mut self, concurrency: usize) -> Worker<H> {
-        self.settings.concurrency = concurrency.max(1);
+        self.settings.concurrency = Concurrency::Fixed(concurrency.max(1));
+        self
+    }
+
+    /// Decide the concurrency as the worker runs: `modifier(current)` returns the next value.
+    /// It is asked before every job-take (and twice a second while all slots are busy), and a
+    /// change applies at once: a raise frees slots immediately, a cut as running jobs finish.
+    pub fn concurrency_modifier(mut self, modifier: fn(usize) -> usize) -> Worker<H> {
+        self.settings.concurrency = Concurrency::Dynamic(modifier);
+        self
+    }
+
+    /// Post every result with `stopPod: true` and exit after the first job, so the platform
+    /// gives the next job a fresh worker (RunPod's `refresh_worker`).
+    pub fn refresh_worker(mut self) -> Worker<H> {
+        self.settings.refresh_worker = true;
+        self
+    }
+
+    /// A streaming job's final output lists every streamed item, instead of `[]`.
+    pub fn return_aggregate_stream(mut self) -> Worker<H> {
+        self.settings.aggregate_stream = true;
         self
     }
 
@@ -163,14 +211,15 @@ impl Started {
                 let in_flight = Arc::new(InFlight::default());
                 heartbeat::start(&cfg, in_flight.clone());
                 let (trigger, shutdown) = shutdown::channel();
-                shutdown::on_signals(trigger);
+                shutdown::on_signals(trigger.clone());
+                let options = settings.loop_options();
                 worker::run(
                     handler,
                     *cfg,
                     client,
                     in_flight,
-                    settings.concurrency,
-                    shutdown,
+                    options,
+                    (trigger, shutdown),
                 )
                 .await;
                 let _ = &self.args;

@@ -1,0 +1,168 @@
+//! The per-job control plane: what a running job sends out besides its result (progress
+//! updates, stream chunks) and what the worker tells it (cancellation). Progress and chunks go
+//! through one ordered path per job, which is flushed before the final result is posted, so a
+//! progress update can never arrive after the result.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// A boxed future, for the object-safe [`Outbound`] trait.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a job's progress updates and stream chunks go: the platform, or the local terminal.
+pub(crate) trait Outbound: Send + Sync + 'static {
+    /// Deliver one progress update body (`{"status":"IN_PROGRESS","output":…}`).
+    fn progress(&self, job_id: &str, body: Vec<u8>) -> BoxFuture<'_, ()>;
+    /// Deliver one stream chunk body (`{"output":…}`); `Err` says why it could not be.
+    fn chunk(&self, job_id: &str, body: Vec<u8>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// The control state of one job, shared by the job's handle(s) and the worker.
+#[derive(Default)]
+pub(crate) struct Control {
+    outbound: OnceLock<Arc<dyn Outbound>>,
+    /// Keep every chunk for the final result (`return_aggregate_stream`, and local mode).
+    aggregate: AtomicBool,
+    cancelled: AtomicBool,
+    cancel_notify: Notify,
+    refresh: AtomicBool,
+    progress: ProgressQueue,
+    stream: Mutex<StreamState>,
+}
+
+/// What was streamed so far.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    /// A `StreamSender` was made for this job: its final post says `isStream=true`.
+    pub(crate) started: bool,
+    /// The chunks' outputs, kept when aggregating.
+    pub(crate) items: Vec<Box<RawValue>>,
+}
+
+/// The latest progress update not yet posted, and the task that posts updates in order.
+#[derive(Default)]
+struct ProgressQueue {
+    latest: Mutex<Option<Vec<u8>>>,
+    wake: Notify,
+    closed: AtomicBool,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Control {
+    pub(crate) fn attach(&self, outbound: Arc<dyn Outbound>, aggregate: bool) {
+        let _ = self.outbound.set(outbound);
+        self.aggregate.store(aggregate, Ordering::Relaxed);
+    }
+
+    pub(crate) fn outbound(&self) -> Option<&Arc<dyn Outbound>> {
+        self.outbound.get()
+    }
+
+    pub(crate) fn aggregates(&self) -> bool {
+        self.aggregate.load(Ordering::Relaxed) || self.outbound.get().is_none()
+    }
+
+    /* ---- cancellation ---- */
+
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.cancel_notify.notify_waiters();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.cancel_notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /* ---- refresh ---- */
+
+    pub(crate) fn request_refresh(&self) {
+        self.refresh.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refresh_requested(&self) -> bool {
+        self.refresh.load(Ordering::Relaxed)
+    }
+
+    /* ---- streaming ---- */
+
+    pub(crate) fn stream(&self) -> std::sync::MutexGuard<'_, StreamState> {
+        self.stream.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /* ---- progress ---- */
+
+    /// Queue a progress update; a newer one replaces an older one not yet posted. Posting happens
+    /// on a per-job task, in order, so the handler never waits for it.
+    pub(crate) fn progress(self: &Arc<Self>, job_id: &str, body: Vec<u8>) {
+        let queue = &self.progress;
+        if queue.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(outbound) = self.outbound.get().cloned() else {
+            tracing::debug!(
+                "progress update (no platform attached): {}",
+                String::from_utf8_lossy(&body)
+            );
+            return;
+        };
+        *queue.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+        let mut task = queue.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.is_none() {
+            let control = self.clone();
+            let job_id = job_id.to_owned();
+            let span = tracing::Span::current();
+            *task = Some(tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let queue = &control.progress;
+                    loop {
+                        let next = queue
+                            .latest
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take();
+                        match next {
+                            Some(body) => outbound.progress(&job_id, body).await,
+                            None if queue.closed.load(Ordering::SeqCst) => break,
+                            None => queue.wake.notified().await,
+                        }
+                    }
+                },
+                span,
+            )));
+        }
+        queue.wake.notify_one();
+    }
+
+    /// Before the final result: stop accepting updates, drop one not yet posted (the result
+    /// supersedes it), and wait for one being posted right now.
+    pub(crate) async fn close_progress(&self) {
+        let queue = &self.progress;
+        queue.closed.store(true, Ordering::SeqCst);
+        queue
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        queue.wake.notify_one();
+        let task = queue.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
