@@ -36,6 +36,7 @@ mod finite;
 mod handler;
 mod heartbeat;
 mod job;
+mod limits;
 mod local;
 mod logging;
 mod protocol;

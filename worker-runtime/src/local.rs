@@ -11,8 +11,9 @@ use crate::control::{BoxFuture, Outbound};
 use crate::error::{Error, ErrorKind};
 use crate::handler::Handler;
 use crate::job::Job;
+use crate::limits::Limits;
 use crate::logging::job_span;
-use crate::worker::{FinalBody, log_outcome};
+use crate::worker::{encode_final, log_outcome};
 
 /// A test input compiled into the binary (`#[worker::handler(test_input = "…")]`).
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +73,7 @@ fn parse_test_job(source: &str, text: &str) -> Result<Job, Error> {
 /// Run the test job and print the job-done body to stdout. Exit 0 on success, 1 on failure.
 /// Progress updates and stream chunks are logged as they happen; a streaming job's result
 /// holds every item.
-pub(crate) async fn run_one<H: Handler>(handler: &H, job: Job) -> ExitCode {
+pub(crate) async fn run_one<H: Handler>(handler: &H, job: Job, limits: Limits) -> ExitCode {
     let id = job.id().to_owned();
     let span = job_span(&job);
     job.control()
@@ -87,7 +88,13 @@ pub(crate) async fn run_one<H: Handler>(handler: &H, job: Job) -> ExitCode {
     }
     .instrument(span)
     .await;
-    let body = FinalBody::new(&outcome, &control, false).to_bytes("local", "local");
+    let (outcome, body, _) = encode_final(
+        outcome,
+        &control,
+        false,
+        ("local", "local"),
+        limits.max_output_bytes,
+    );
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(&body);
     let _ = stdout.write_all(b"\n");

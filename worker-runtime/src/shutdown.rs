@@ -1,38 +1,58 @@
-//! Shutdown requests: SIGTERM and SIGINT (or a test) ask the loop to stop taking jobs.
+//! Shutdown: SIGTERM and SIGINT (or a job asking for a refresh) stop the taking of jobs; running
+//! jobs get a grace period to finish and post; a second signal exits at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// A cloneable handle that tells when a shutdown was requested.
+/// A cloneable handle that tells when a shutdown was requested, and when its grace period ran out.
 #[derive(Debug, Clone)]
 pub(crate) struct Shutdown {
-    rx: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    expired: watch::Receiver<bool>,
 }
 
-/// Requests a shutdown.
+/// Requests a shutdown, or ends its grace period.
 #[derive(Debug, Clone)]
 pub(crate) struct ShutdownTrigger {
-    tx: Arc<watch::Sender<bool>>,
+    stop: Arc<watch::Sender<bool>>,
+    expired: Arc<watch::Sender<bool>>,
 }
 
 pub(crate) fn channel() -> (ShutdownTrigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger { tx: Arc::new(tx) }, Shutdown { rx })
+    let (stop_tx, stop) = watch::channel(false);
+    let (expired_tx, expired) = watch::channel(false);
+    let trigger = ShutdownTrigger {
+        stop: Arc::new(stop_tx),
+        expired: Arc::new(expired_tx),
+    };
+    (trigger, Shutdown { stop, expired })
 }
 
 impl ShutdownTrigger {
+    /// Stop taking jobs; running jobs finish.
     pub(crate) fn trigger(&self) {
-        let _ = self.tx.send(true);
+        let _ = self.stop.send(true);
+    }
+
+    /// The grace period is over: running jobs are reported failed.
+    pub(crate) fn expire(&self) {
+        let _ = self.expired.send(true);
     }
 }
 
 impl Shutdown {
     /// Resolves once a shutdown is requested (at once if it already was).
     pub(crate) async fn requested(&self) {
-        let mut rx = self.rx.clone();
+        let mut rx = self.stop.clone();
         let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Resolves once the grace period of a shutdown is over.
+    pub(crate) async fn grace_expired(&self) {
+        let mut rx = self.expired.clone();
+        let _ = rx.wait_for(|expired| *expired).await;
     }
 
     /// Sleep for `duration`, or less if a shutdown is requested meanwhile.
@@ -44,12 +64,27 @@ impl Shutdown {
     }
 }
 
-/// Trigger `trigger` on SIGTERM or SIGINT.
-pub(crate) fn on_signals(trigger: ShutdownTrigger) {
+/// On SIGTERM or SIGINT: stop taking jobs and start the grace period; on a second signal, exit
+/// at once.
+pub(crate) fn on_signals(trigger: ShutdownTrigger, grace: Duration) {
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested: no new jobs will be taken");
+        tracing::info!(
+            "shutdown requested: no new jobs will be taken; running jobs have {grace:?} to finish \
+             (send the signal again to exit now)"
+        );
         trigger.trigger();
+        let expire = trigger.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            tracing::warn!(
+                "shutdown grace period of {grace:?} is over: failing the jobs still running"
+            );
+            expire.expire();
+        });
+        wait_for_signal().await;
+        tracing::warn!("second shutdown signal: exiting now");
+        std::process::exit(1);
     });
 }
 

@@ -10,6 +10,7 @@ use crate::config::{self, Args, Mode, ProcessEnv};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::heartbeat;
+use crate::limits::Limits;
 use crate::local::{self, EmbeddedTestInput};
 use crate::logging::{self, LogFormat, LogTarget};
 use crate::report::{self, Failure};
@@ -158,6 +159,7 @@ struct Started {
     mode: Mode,
     /// The platform client, built once (production only).
     client: Option<reqwest::Client>,
+    limits: Limits,
 }
 
 impl Started {
@@ -193,14 +195,20 @@ impl Started {
             }
             Mode::LocalTest { .. } => None,
         };
-        Ok(Started { args, mode, client })
+        let limits = Limits::from_env(&ProcessEnv).map_err(|e| fail("configuration", &e))?;
+        Ok(Started {
+            args,
+            mode,
+            client,
+            limits,
+        })
     }
 
     async fn run<H: Handler>(self, handler: H, settings: Settings) -> ExitCode {
         match self.mode {
             Mode::LocalTest { test_input } => {
                 match local::read_test_job(test_input, settings.test_input) {
-                    Ok(job) => local::run_one(&handler, job).await,
+                    Ok(job) => local::run_one(&handler, job, self.limits).await,
                     Err(e) => fail("test input", &e),
                 }
             }
@@ -211,7 +219,7 @@ impl Started {
                 let in_flight = Arc::new(InFlight::default());
                 heartbeat::start(&cfg, in_flight.clone());
                 let (trigger, shutdown) = shutdown::channel();
-                shutdown::on_signals(trigger.clone());
+                shutdown::on_signals(trigger.clone(), self.limits.shutdown_grace);
                 let options = settings.loop_options();
                 worker::run(
                     handler,
@@ -219,6 +227,7 @@ impl Started {
                     client,
                     in_flight,
                     options,
+                    self.limits,
                     (trigger, shutdown),
                 )
                 .await;

@@ -16,6 +16,7 @@ use crate::config::PlatformConfig;
 use crate::control::{BoxFuture, Control, Outbound};
 use crate::handler::{Handler, Outcome, OutcomeKind};
 use crate::job::Job;
+use crate::limits::{Limits, human_size};
 use crate::logging::job_span;
 use crate::protocol::{DoneBody, Urls, VERSION};
 use crate::report::{ErrorReport, Failure};
@@ -100,7 +101,9 @@ struct Shared<H> {
     outbound: Arc<dyn Outbound>,
     options: LoopOptions,
     retry: RetryPolicy,
+    limits: Limits,
     stop_taking: ShutdownTrigger,
+    shutdown: Shutdown,
 }
 
 /// Back-off between failed requests: doubles from 100 ms to 10 s, reset by success.
@@ -183,9 +186,13 @@ pub(crate) async fn run<H: Handler>(
     client: Client,
     in_flight: Arc<InFlight>,
     options: LoopOptions,
+    limits: Limits,
     (stop_taking, shutdown): (ShutdownTrigger, Shutdown),
 ) {
-    let retry = RetryPolicy::default();
+    let retry = RetryPolicy {
+        total: limits.post_retry,
+        ..RetryPolicy::default()
+    };
     let outbound = Arc::new(HttpOutbound {
         client: client.clone(),
         urls: cfg.urls.clone(),
@@ -199,7 +206,9 @@ pub(crate) async fn run<H: Handler>(
         outbound,
         options,
         retry,
+        limits,
         stop_taking,
+        shutdown: shutdown.clone(),
     });
     let (mut current, modifier) = match options.concurrency {
         Concurrency::Fixed(n) => (n.max(1), None),
@@ -381,6 +390,14 @@ async fn run_job<H: Handler>(
             tokio::select! {
                 biased;
                 () = control.cancelled() => None,
+                () = shared.shutdown.grace_expired() => Some(Outcome::failed(Failure::new(
+                    "WorkerShutdown",
+                    format!(
+                        "worker shutting down: the job did not finish within the {:?} grace period \
+                         (WORKER_SHUTDOWN_GRACE_SECONDS)",
+                        shared.limits.shutdown_grace
+                    ),
+                ))),
                 outcome = shared.handler.call(job) => Some(outcome),
             }
         };
@@ -391,9 +408,10 @@ async fn run_job<H: Handler>(
         };
         log_outcome(&outcome);
         let stop_pod = shared.options.refresh_worker || control.refresh_requested();
-        let body = FinalBody::new(&outcome, &control, stop_pod);
-        let bytes = body.to_bytes(&shared.cfg.hostname, shared.cfg.report_worker_id());
-        let url = shared.cfg.urls.done(&id, body.is_stream);
+        let reporter = (shared.cfg.hostname.as_str(), shared.cfg.report_worker_id());
+        let (_, bytes, is_stream) =
+            encode_final(outcome, &control, stop_pod, reporter, shared.limits.max_output_bytes);
+        let url = shared.cfg.urls.done(&id, is_stream);
         match client::post(&shared.client, &url, &id, bytes, shared.retry).await {
             Ok(()) => tracing::info!("Finished."),
             Err(e) => tracing::error!("Failed to return job results: {e}"),
@@ -450,7 +468,11 @@ impl<'a> FinalBody<'a> {
 
     /// `{"output": …}`, or `{"error": "<report JSON>"}`, plus `stopPod`.
     pub(crate) fn to_bytes(&self, hostname: &str, worker_id: &str) -> Vec<u8> {
-        let body = match &self.outcome.kind {
+        self.encode(&self.outcome.kind, hostname, worker_id)
+    }
+
+    fn encode(&self, kind: &OutcomeKind, hostname: &str, worker_id: &str) -> Vec<u8> {
+        let body = match kind {
             OutcomeKind::Output(raw) => DoneBody {
                 output: Some(self.stream.as_deref().unwrap_or(raw)),
                 error: None,
@@ -466,6 +488,37 @@ impl<'a> FinalBody<'a> {
         serde_json::to_vec(&body)
             .unwrap_or_else(|_| b"{\"error\":\"the worker could not encode its result\"}".to_vec())
     }
+}
+
+/// Encode a job's final post. A body over `max_bytes` is replaced by a failure that says how
+/// large it was (the platform would reject it with a 400 nobody sees); the outcome returned is
+/// the one posted.
+pub(crate) fn encode_final(
+    outcome: Outcome,
+    control: &Control,
+    stop_pod: bool,
+    (hostname, worker_id): (&str, &str),
+    max_bytes: usize,
+) -> (Outcome, Vec<u8>, bool) {
+    let body = FinalBody::new(&outcome, control, stop_pod);
+    let (bytes, is_stream) = (body.to_bytes(hostname, worker_id), body.is_stream);
+    if bytes.len() <= max_bytes {
+        return (outcome, bytes, is_stream);
+    }
+    let failure = Failure::new(
+        "OutputTooLarge",
+        format!(
+            "the job's result is {} ({} bytes), more than the {} the platform accepts \
+             (WORKER_MAX_OUTPUT_BYTES); return less, or upload large data to storage and return its URL",
+            human_size(bytes.len()),
+            bytes.len(),
+            human_size(max_bytes)
+        ),
+    );
+    log_outcome(&Outcome::failed(failure.clone()));
+    let outcome = Outcome::failed(failure);
+    let bytes = FinalBody::new(&outcome, control, stop_pod).to_bytes(hostname, worker_id);
+    (outcome, bytes, is_stream)
 }
 
 fn empty_list() -> Box<RawValue> {

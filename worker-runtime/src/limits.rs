@@ -1,0 +1,99 @@
+//! The worker's own limits and time budgets (not set by RunPod): how large a result may be,
+//! how long result posts keep retrying, how long a shutdown waits for running jobs.
+
+use std::time::Duration;
+
+use crate::config::Env;
+use crate::error::Error;
+
+/// Read once at start-up from `WORKER_*` variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// `WORKER_MAX_OUTPUT_BYTES`: the largest job-done body the platform accepts (default
+    /// 20 MB). A larger result fails the job with a message instead of a 400 nobody sees.
+    pub(crate) max_output_bytes: usize,
+    /// `WORKER_POST_RETRY_SECONDS`: how long a result post keeps retrying (default 300 s).
+    pub(crate) post_retry: Duration,
+    /// `WORKER_SHUTDOWN_GRACE_SECONDS`: after SIGTERM, how long running jobs may take before
+    /// they are reported failed (default 30 s).
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_output_bytes: 20_000_000,
+            post_retry: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn from_env(env: &impl Env) -> Result<Limits, Error> {
+        let defaults = Limits::default();
+        Ok(Limits {
+            max_output_bytes: number(env, "WORKER_MAX_OUTPUT_BYTES", "bytes")?
+                .map_or(defaults.max_output_bytes, |n| n as usize),
+            post_retry: number(env, "WORKER_POST_RETRY_SECONDS", "seconds")?
+                .map_or(defaults.post_retry, Duration::from_secs),
+            shutdown_grace: number(env, "WORKER_SHUTDOWN_GRACE_SECONDS", "seconds")?
+                .map_or(defaults.shutdown_grace, Duration::from_secs),
+        })
+    }
+}
+
+fn number(env: &impl Env, name: &str, unit: &str) -> Result<Option<u64>, Error> {
+    match env.var(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(Error::config(format!(
+                "{name}={raw:?} is not a positive whole number of {unit}"
+            ))),
+        },
+    }
+}
+
+/// A size in bytes for people: `23.4 MB`.
+pub(crate) fn human_size(bytes: usize) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+    } else if bytes >= 1_000 {
+        format!("{:.1} kB", bytes as f64 / 1_000.0)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let none = |_: &str| None;
+        assert_eq!(Limits::from_env(&none).unwrap(), Limits::default());
+        let set = |name: &str| match name {
+            "WORKER_MAX_OUTPUT_BYTES" => Some("1000".to_owned()),
+            "WORKER_SHUTDOWN_GRACE_SECONDS" => Some("5".to_owned()),
+            _ => None,
+        };
+        let limits = Limits::from_env(&set).unwrap();
+        assert_eq!(limits.max_output_bytes, 1000);
+        assert_eq!(limits.shutdown_grace, Duration::from_secs(5));
+        let bad = |name: &str| (name == "WORKER_POST_RETRY_SECONDS").then(|| "soon".to_owned());
+        assert_eq!(
+            Limits::from_env(&bad).unwrap_err().to_string(),
+            "WORKER_POST_RETRY_SECONDS=\"soon\" is not a positive whole number of seconds"
+        );
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_size(20_000_000), "20.0 MB");
+        assert_eq!(human_size(23_456_789), "23.5 MB");
+        assert_eq!(human_size(1_500), "1.5 kB");
+        assert_eq!(human_size(12), "12 bytes");
+    }
+}
