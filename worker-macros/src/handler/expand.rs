@@ -7,7 +7,7 @@ use syn::{Ident, LitInt, LitStr, ReturnType};
 
 use super::parse::{Handler, Options, ParamKind};
 use super::validate::Roles;
-use crate::codegen::{at, kind_imports};
+use crate::codegen::{call_at, failure_of, kind_imports, parens_at, value_span};
 
 /// The user's function unchanged, the glob import of the init fallback, and the entry point.
 pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) -> TokenStream {
@@ -26,31 +26,28 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         settings = quote!(#settings.concurrency(#n));
     }
     if let Some((path, span)) = &options.test_input {
+        // Spanned on the literal: a missing file is reported there.
         let path = LitStr::new(path, *span);
-        settings = quote_spanned! {at(*span)=>
-            #settings.test_input(
-                #path,
-                ::core::include_str!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path)),
-            )
+        let contents = quote_spanned! {*span=>
+            ::core::include_str!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path))
         };
+        settings = quote!(#settings.test_input(#path, #contents));
     }
 
-    // Checks spanned on the user's types, so a failure underlines them.
+    // The input's `DeserializeOwned` bound, reported on the input type. Both uses are in the
+    // same function with the same span, so the compiler reports the failure once.
     let input_ty = &roles.input.ty;
-    let input_check = quote_spanned! {at(input_ty.span())=>
-        #private::assert_input::<#input_ty>();
-    };
-    let deserialize = quote_spanned! {at(input_ty.span())=>
-        #private::deserialize_input::<#input_ty>(&__worker_job)
-    };
+    let input_check = quote!(#private::assert_input::<#input_ty>(););
+    let deserialize = quote!(#private::deserialize_input::<#input_ty>(&__worker_job));
+
+    // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check
+    // names `__WorkerInit` at the state type so a failure underlines it.
     let (state_field, state_check, make_handler, take_state) = match roles.state {
         Some(elem) => {
-            let check = quote_spanned! {at(elem.span())=>
-                #private::assert_state::<#init, #elem>();
-            };
+            let provider = Ident::new("__WorkerInit", elem.span());
             (
                 quote!({ state: &'static #elem }),
-                check,
+                quote!(#private::assert_state::<#provider, #elem>();),
                 quote! {
                     |__worker_state| ::core::result::Result::Ok(__WorkerHandler {
                         state: #private::state::<#elem>(__worker_state)?,
@@ -67,25 +64,26 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         ),
     };
 
-    // The call, with arguments in the user's order.
+    // The call, with arguments in the user's order, located at the function's name.
     let args = handler.params.iter().map(|p| match p.kind {
         ParamKind::Input => quote!(__worker_input),
         ParamKind::State { .. } => quote!(__worker_state),
         ParamKind::Context { by_ref: true, .. } => quote!(&__worker_job),
         ParamKind::Context { by_ref: false, .. } => quote!(__worker_job),
     });
-    let call = quote!(#name(#(#args),*));
+    let call = {
+        let args = parens_at(quote!(#(#args),*), name.span());
+        quote!(#name #args)
+    };
 
-    // What the return value becomes; the output's `Serialize` bound is checked on the return
-    // type.
+    // What the return value becomes. The output's `Serialize` bound and the error's `Display`
+    // bound are reported on the return type.
     let ret_span = match &sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Type(_, ty) => value_span(ty),
         ReturnType::Default => name.span(),
     };
-    let output = quote_spanned!(at(ret_span)=> #private::output(__worker_output));
-    let failure = quote_spanned! {at(ret_span)=>
-        (&&&&#private::ErrorWrap(&__worker_error)).__worker_error()
-    };
+    let output = call_at(&private, "output", quote!(__worker_output), ret_span);
+    let failure = failure_of(&private, quote!(__worker_error), ret_span);
     let outcome = quote! {
         match (&__worker_ret).__worker_kind().split(__worker_ret) {
             ::core::result::Result::Ok(__worker_output) => #output,
@@ -93,14 +91,18 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         }
     };
     let invocation = if sig.asyncness.is_some() {
-        let call = quote_spanned!(at(name.span())=> #private::assert_send(#call));
+        // `Send` is checked on the handler's own future, so the error names the function and
+        // points at what is held across an `.await`.
+        let assert_send = quote_spanned!(name.span()=> assert_send);
+        let future = parens_at(call, name.span());
         quote! {
             #private::Invocation::new(async move {
-                let __worker_ret = #call.await;
+                let __worker_ret = #private::#assert_send #future.await;
                 #outcome
             })
         }
     } else {
+        // A sync handler may block: it runs on a blocking thread.
         quote! {
             #private::Invocation::blocking(move || {
                 let __worker_ret = #call;
@@ -128,8 +130,11 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             struct __WorkerHandler #state_field
 
             impl #private::Handler for __WorkerHandler {
+                // The value checks wrap user-located expressions in `{ … }`.
+                #[allow(unused_braces)]
                 fn call(&self, __worker_job: #private::Job) -> #private::Invocation {
                     #kinds
+                    #input_check
                     let __worker_input: #input_ty = match #deserialize {
                         ::core::result::Result::Ok(value) => value,
                         ::core::result::Result::Err(failure) => {
@@ -141,7 +146,6 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
                 }
             }
 
-            #input_check
             #state_check
             #private::main(
                 #settings,
@@ -165,5 +169,92 @@ pub(crate) fn fallback(options: &Options, name: Option<&Ident>) -> TokenStream {
         fn #entry() -> ::std::process::ExitCode {
             ::std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, validate};
+    use super::*;
+    use crate::errors::Errors;
+
+    fn expand_str(attr: TokenStream, item: TokenStream) -> String {
+        let mut errors = Errors::default();
+        let options = parse::options(attr, &mut errors);
+        let handler = parse::handler(item).unwrap();
+        let roles = validate::validate(&handler, &options, &mut errors).unwrap();
+        expand(&handler, &roles, &options).to_string()
+    }
+
+    #[test]
+    fn async_handler_with_state_and_context() {
+        let out = expand_str(
+            quote!(concurrency = 4),
+            quote!(
+                async fn generate(job: &Job, input: Prompt, model: &Model) -> R {
+                    x
+                }
+            ),
+        );
+        let has = |s: TokenStream| {
+            let s = s.to_string();
+            assert!(out.contains(&s), "missing `{s}` in\n{out}");
+        };
+        has(quote!(
+            async fn generate(job: &Job, input: Prompt, model: &Model) -> R {
+                x
+            }
+        ));
+        has(quote!(
+            use ::worker::__private::fallback::*;
+        ));
+        has(quote!(fn main() -> ::std::process::ExitCode));
+        assert!(
+            out.contains("struct __WorkerHandler { state : & 'static Model }"),
+            "{out}"
+        );
+        has(quote!(
+            ::worker::__private::Settings::new("generate").concurrency(4)
+        ));
+        has(quote!(::worker::__private::assert_input::<Prompt>();));
+        has(quote!(::worker::__private::assert_state::<__WorkerInit, Model>();));
+        assert!(
+            out.contains(":: worker :: __private :: Invocation :: new (async move {"),
+            "{out}"
+        );
+        has(quote!(
+            ::worker::__private::assert_send(generate(
+                &__worker_job,
+                __worker_input,
+                __worker_state
+            ))
+            .await
+        ));
+        has(quote!(::worker::__private::output({ __worker_output })));
+        has(quote!(
+            <__WorkerInit as ::worker::__private::InitProvider>::init
+        ));
+    }
+
+    #[test]
+    fn sync_handler_options() {
+        let out = expand_str(
+            quote!(main = false, test_input = "t.json", crate = "w"),
+            quote!(
+                pub fn run(input: I, job: w::Job) {}
+            ),
+        );
+        assert!(out.contains("pub fn worker_main ()"), "{out}");
+        assert!(
+            out.contains("w :: __private :: Invocation :: blocking (move ||"),
+            "{out}"
+        );
+        assert!(out.contains("run (__worker_input , __worker_job)"), "{out}");
+        assert!(
+            out.contains(". test_input (\"t.json\" , :: core :: include_str !"),
+            "{out}"
+        );
+        assert!(!out.contains("assert_state"), "{out}");
+        assert!(!out.contains("::worker"), "{out}");
     }
 }

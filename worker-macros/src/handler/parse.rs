@@ -55,10 +55,8 @@ pub(crate) enum ParamKind {
     Input,
     /// `&T` (or `&mut T`, an error): the state built by `#[worker::init]`.
     State {
-        /// `T`.
-        elem: Type,
-        /// The `&` or `&mut` reference, for messages.
-        reference: syn::TypeReference,
+        /// `&T` as written; `T` is its `elem`.
+        reference: Box<syn::TypeReference>,
     },
     /// `Job` or `&Job` (or `&mut Job`, an error): the job context.
     Context {
@@ -125,8 +123,7 @@ pub(crate) fn classify(ty: &Type) -> ParamKind {
             mutable: r.mutability,
         },
         Type::Reference(r) => ParamKind::State {
-            elem: (*r.elem).clone(),
-            reference: r.clone(),
+            reference: Box::new(r.clone()),
         },
         t if is_job(t) => ParamKind::Context {
             by_ref: false,

@@ -125,7 +125,7 @@ pub(crate) fn validate<'a>(
         (Some(input), true) => Some(Roles {
             input,
             state: states.first().and_then(|p| match &p.kind {
-                ParamKind::State { elem, .. } => Some(elem),
+                ParamKind::State { reference } => Some(&*reference.elem),
                 _ => None,
             }),
         }),

@@ -2,11 +2,10 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
 use syn::{Ident, ReturnType};
 
 use super::parse::{Init, Options};
-use crate::codegen::{at, kind_imports};
+use crate::codegen::{call_at, failure_of, kind_imports, parens_at, value_span};
 
 /// The user's function unchanged, then `__WorkerInit`, which the module's handler finds by name.
 pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
@@ -16,20 +15,23 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
     let sig = &item.sig;
     let name = &sig.ident;
     let name_str = syn::ext::IdentExt::unraw(name).to_string();
-    // Spanned on the attribute: two `#[worker::init]`s in a module underline both attributes.
-    let provider = Ident::new("__WorkerInit", Span::call_site());
+    // The provider is a struct named after the function, found by handlers through the fixed
+    // alias `__WorkerInit`. Two `#[worker::init]`s in a module then clash only on the alias
+    // (one error, on both attributes) and not on their trait impls.
+    let provider = Ident::new(&format!("__WorkerInit_{name_str}"), Span::call_site());
+    let alias = Ident::new("__WorkerInit", Span::call_site());
     let (ret, ret_span) = match &sig.output {
-        ReturnType::Type(_, ty) => (quote!(#ty), ty.span()),
+        ReturnType::Type(_, ty) => (quote!(#ty), value_span(ty)),
         ReturnType::Default => (quote!(()), name.span()),
     };
-    let provides = quote_spanned! {at(ret_span)=>
+    // Located at the return type: a handler whose state differs is told "required for
+    // `__WorkerInit` to implement `ProvidesState<…>`" there.
+    let provides = quote_spanned! {ret_span=>
         impl<__S> #private::ProvidesState<__S> for #provider where #ret: #private::InitReturn<__S> {}
     };
 
-    let state_box = quote_spanned!(at(ret_span)=> #private::state_box(__worker_state));
-    let failure = quote_spanned! {at(ret_span)=>
-        (&&&&#private::ErrorWrap(&__worker_error)).__worker_error()
-    };
+    let state_box = call_at(&private, "state_box", quote!(__worker_state), ret_span);
+    let failure = failure_of(&private, quote!(__worker_error), ret_span);
     let kinds = kind_imports(&private);
     let convert = quote! {
         #kinds
@@ -38,18 +40,23 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
             ::core::result::Result::Err(__worker_error) => ::core::result::Result::Err(#failure),
         }
     };
+    let call = {
+        let no_args = parens_at(quote!(), name.span());
+        quote!(#name #no_args)
+    };
     let run = if sig.asyncness.is_some() {
-        let call = quote_spanned!(at(name.span())=> #private::assert_send(#name()));
+        let assert_send = quote_spanned!(name.span()=> assert_send);
+        let future = parens_at(call, name.span());
         quote! {
             #private::init_async(async move {
-                let __worker_ret = #call.await;
+                let __worker_ret = #private::#assert_send #future.await;
                 #convert
             })
         }
     } else {
         quote! {
             #private::init_blocking(move || {
-                let __worker_ret = #name();
+                let __worker_ret = #call;
                 #convert
             })
         }
@@ -62,10 +69,16 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
         #[allow(non_camel_case_types, dead_code)]
         struct #provider;
 
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        type #alias = #provider;
+
         #provides
 
         impl #private::InitProvider for #provider {
             const NAME: &'static str = #name_str;
+            // The value checks wrap user-located expressions in `{ … }`.
+            #[allow(unused_braces)]
             fn init() -> #private::InitFuture {
                 #run
             }
@@ -89,5 +102,79 @@ pub(crate) fn fallback(options: &Options) -> TokenStream {
                 <#private::NoInitFunction as #private::InitProvider>::init()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+    use crate::errors::Errors;
+
+    fn expand_str(attr: TokenStream, item: TokenStream) -> String {
+        let mut errors = Errors::default();
+        let options = parse::options(attr, &mut errors);
+        assert!(errors.is_empty());
+        expand(&parse::init(item).unwrap(), &options).to_string()
+    }
+
+    #[test]
+    fn async_init() {
+        let out = expand_str(
+            quote!(),
+            quote!(
+                async fn load() -> anyhow::Result<Model> {
+                    x
+                }
+            ),
+        );
+        let has = |s: TokenStream| {
+            let s = s.to_string();
+            assert!(out.contains(&s), "missing `{s}` in\n{out}");
+        };
+        has(quote!(
+            async fn load() -> anyhow::Result<Model> {
+                x
+            }
+        ));
+        has(quote!(
+            struct __WorkerInit_load;
+        ));
+        has(quote!(
+            type __WorkerInit = __WorkerInit_load;
+        ));
+        has(quote!(
+            impl<__S> ::worker::__private::ProvidesState<__S> for __WorkerInit_load where
+                anyhow::Result<Model>: ::worker::__private::InitReturn<__S>
+            {
+            }
+        ));
+        has(quote!(
+            const NAME: &'static str = "load";
+        ));
+        assert!(
+            out.contains(":: worker :: __private :: init_async (async move {"),
+            "{out}"
+        );
+        has(quote!(::worker::__private::assert_send(load()).await));
+        has(quote!(::worker::__private::state_box({ __worker_state })));
+    }
+
+    #[test]
+    fn sync_init_without_return_type() {
+        let out = expand_str(
+            quote!(crate = "w"),
+            quote!(
+                fn setup() {}
+            ),
+        );
+        assert!(
+            out.contains("w :: __private :: init_blocking (move ||"),
+            "{out}"
+        );
+        assert!(
+            out.contains("where () : w :: __private :: InitReturn < __S >"),
+            "{out}"
+        );
     }
 }

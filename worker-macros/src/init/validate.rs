@@ -21,14 +21,14 @@ pub(crate) fn validate(init: &Init, errors: &mut Errors) {
              nothing to pass it; read settings from the environment inside it instead",
         ));
     }
-    if let syn::ReturnType::Type(_, ty) = &sig.output {
-        if is_impl_trait(ty) {
-            errors.push(syn::Error::new_spanned(
-                ty,
-                "an init function must name its return type (the handler's `&T` state is \
-                 checked against it); replace `impl Trait` with the concrete type",
-            ));
-        }
+    if let syn::ReturnType::Type(_, ty) = &sig.output
+        && is_impl_trait(ty)
+    {
+        errors.push(syn::Error::new_spanned(
+            ty,
+            "an init function must name its return type (the handler's `&T` state is \
+             checked against it); replace `impl Trait` with the concrete type",
+        ));
     }
 }
 
