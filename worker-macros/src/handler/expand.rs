@@ -42,9 +42,13 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
 
     // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check
     // names `__WorkerInit` at the state type so a failure underlines it.
+    // The adapter is named at the state type in its `Handler` impl: a state that is not `Sync`
+    // is then reported on the handler's `&T` too.
+    let mut adapter = Ident::new("__WorkerHandler", Span::call_site());
     let (state_field, state_check, make_handler, take_state) = match roles.state {
         Some(elem) => {
             let provider = Ident::new("__WorkerInit", elem.span());
+            adapter = Ident::new("__WorkerHandler", elem.span());
             (
                 quote!({ state: &'static #elem }),
                 quote!(#private::assert_state::<#provider, #elem>();),
@@ -129,7 +133,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             #[allow(non_camel_case_types)]
             struct __WorkerHandler #state_field
 
-            impl #private::Handler for __WorkerHandler {
+            impl #private::Handler for #adapter {
                 // The value checks wrap user-located expressions in `{ … }`.
                 #[allow(unused_braces)]
                 fn call(&self, __worker_job: #private::Job) -> #private::Invocation {
