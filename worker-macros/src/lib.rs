@@ -1,16 +1,117 @@
-//! Attribute macros for RunPod workers. Use them through the `worker-runtime` crate
-//! (`#[worker::handler]`, `#[worker::init]`).
+//! Attribute macros for RunPod workers. Use them through the `worker-runtime` crate, as
+//! `#[worker::handler]` and `#[worker::init]`; the generated code names only
+//! `worker::__private` paths.
+//!
+//! Each macro is parse → validate → expand over `proc_macro2` tokens: `attr` reads the
+//! `key = value` arguments, `handler/` and `init/` hold one module per stage, and `expand.rs`
+//! is the only place that writes generated code. On any error the user's item is emitted
+//! unchanged next to the `compile_error!`s. Set `WORKER_MACROS_DEBUG=1` to print every
+//! expansion to stderr.
+
+mod attr;
+mod codegen;
+mod errors;
+mod handler;
+mod init;
+mod signature;
 
 use proc_macro::TokenStream;
 
-/// Placeholder until the macros land in the next commit.
+/// Turns a function into a RunPod worker: the function stays as written (tests can call it)
+/// and the macro adds a `fn main` that runs it for each job.
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize)]
+/// struct Prompt { text: String }
+///
+/// #[derive(Serialize)]
+/// struct Output { shout: String }
+///
+/// struct Model { suffix: String }
+///
+/// #[worker::init]
+/// async fn load() -> anyhow::Result<Model> {
+///     Ok(Model { suffix: "!".into() })
+/// }
+///
+/// #[worker::handler(concurrency = 4)]
+/// async fn generate(input: Prompt, model: &Model, job: &worker::Job) -> anyhow::Result<Output> {
+///     worker::tracing::info!("job {}", job.id());
+///     Ok(Output { shout: input.text.to_uppercase() + &model.suffix })
+/// }
+/// ```
+///
+/// # Parameters
+///
+/// Parameters are recognised by their type, in any order, and passed positionally (so patterns
+/// such as `Prompt { text }: Prompt` are fine):
+///
+/// - **Job context**: a parameter whose type is `Job` or `&Job`, meaning any path whose last
+///   segment is `Job` (`worker::Job`, `my_worker::Job`). At most one; `&mut Job` is rejected.
+/// - **State**: any other shared reference `&T`. It borrows what the module's
+///   `#[worker::init]` function returns (`T`, or the `Ok` value of a `Result<T, E>`); without
+///   an init function, or with one returning another type, it is a compile error. At most one,
+///   and never `&mut T`: the state is shared by concurrent jobs.
+/// - **Input**: exactly one by-value parameter of any other type `T: DeserializeOwned`,
+///   deserialized from the job's `input`. A handler without one is rejected; take
+///   `input: serde_json::Value` to accept anything.
+///
+/// The handler cannot be a method, generic, `unsafe` or `extern`.
+///
+/// # Return value
+///
+/// Any `T: Serialize` is the job's output. A `Result<T, E>` (including aliases such as
+/// `anyhow::Result<T>`: it is recognised through traits, not by name) fails the job on `Err`;
+/// `E` must be `Display`, and `std::error::Error` types, `anyhow::Error` and boxed errors
+/// report their cause chain as the traceback.
+///
+/// An `async fn` runs on the async runtime and its future must be `Send`. A plain `fn` runs on
+/// a blocking thread, so it may block (e.g. run a model synchronously).
+///
+/// # Arguments
+///
+/// - `concurrency = 4`: run up to 4 jobs at once (default 1).
+/// - `main = false`: generate `fn worker_main() -> std::process::ExitCode` (with the handler's
+///   visibility) instead of `fn main`, for a crate that has its own `main` or puts the handler
+///   outside the crate root. Call `worker_main()` from your `main`.
+/// - `test_input = "path/to/test_input.json"`: embed this file (relative to the package's
+///   `Cargo.toml` directory) as the input of local test mode when neither `--test_input` nor
+///   `./test_input.json` is given.
+/// - `crate = "my_worker"`: the path of the runtime crate in generated code, when it is not
+///   `::worker` (e.g. after `use worker as my_worker;`).
+///
+/// The generated `fn main` must be in the crate root; a module holds at most one handler.
 #[proc_macro_attribute]
-pub fn handler(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    handler::expand(attr.into(), item.into()).into()
 }
 
-/// Placeholder until the macros land in the next commit.
+/// Marks the function that builds the handler's state, run once before the first job.
+///
+/// It takes no parameters and returns the state `T`, or `Result<T, E>` with `E: Display` (an
+/// `Err` is logged, reported to RunPod and ends the process with a failure). `T` must be
+/// `Send + Sync + 'static`. It may be `async`, or a plain `fn`, which runs on a blocking thread
+/// (loading a model synchronously is fine). The function stays as written.
+///
+/// ```no_run
+/// struct Model { weights: Vec<f32> }
+///
+/// #[worker::init]
+/// fn load() -> std::io::Result<Model> {
+///     Ok(Model { weights: vec![0.0; 16] })
+/// }
+///
+/// #[worker::handler]
+/// fn predict(input: Vec<f32>, model: &Model) -> f32 {
+///     input.iter().zip(&model.weights).map(|(a, b)| a * b).sum()
+/// }
+/// ```
+///
+/// The handler in the same module finds it: a module has at most one `#[worker::init]`. The only
+/// argument is `crate = "…"`, as for [`handler`](macro@handler).
 #[proc_macro_attribute]
-pub fn init(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn init(attr: TokenStream, item: TokenStream) -> TokenStream {
+    init::expand(attr.into(), item.into()).into()
 }

@@ -1,0 +1,4 @@
+#[worker::handler]
+async fn main(input: String) -> String {
+    input
+}

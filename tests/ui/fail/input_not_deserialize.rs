@@ -1,0 +1,8 @@
+struct Prompt {
+    text: String,
+}
+
+#[worker::handler]
+async fn generate(input: Prompt) -> String {
+    input.text
+}

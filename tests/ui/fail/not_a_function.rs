@@ -1,0 +1,5 @@
+#[worker::handler]
+struct Handler;
+
+#[worker::init]
+static MODEL: u32 = 0;

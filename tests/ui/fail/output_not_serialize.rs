@@ -1,0 +1,8 @@
+struct Reply {
+    text: String,
+}
+
+#[worker::handler]
+async fn generate(input: String) -> anyhow::Result<Reply> {
+    Ok(Reply { text: input })
+}

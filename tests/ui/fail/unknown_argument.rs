@@ -1,0 +1,4 @@
+#[worker::handler(concurency = 4)]
+async fn generate(input: String) -> String {
+    input
+}

@@ -1,0 +1,264 @@
+//! `#[worker::handler]`: the generated code. The only place that writes tokens for it.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, LitInt, LitStr, ReturnType};
+
+use super::parse::{Handler, Options, ParamKind};
+use super::validate::Roles;
+use crate::codegen::{call_at, failure_of, kind_imports, parens_at, value_span};
+
+/// The user's function unchanged, the glob import of the init fallback, and the entry point.
+pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) -> TokenStream {
+    let krate = &options.krate;
+    let private = quote!(#krate::__private);
+    let item = &handler.item;
+    let sig = &item.sig;
+    let name = &sig.ident;
+    let name_str = syn::ext::IdentExt::unraw(name).to_string();
+    let init = Ident::new("__WorkerInit", Span::call_site());
+
+    // Settings::new("name").concurrency(n).test_input(path, contents)
+    let mut settings = quote!(#private::Settings::new(#name_str));
+    if let Some((n, span)) = options.concurrency {
+        let n = LitInt::new(&n.to_string(), span);
+        settings = quote!(#settings.concurrency(#n));
+    }
+    if let Some((path, span)) = &options.test_input {
+        // Spanned on the literal: a missing file is reported there.
+        let path = LitStr::new(path, *span);
+        let contents = quote_spanned! {*span=>
+            ::core::include_str!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path))
+        };
+        settings = quote!(#settings.test_input(#path, #contents));
+    }
+
+    // The input's `DeserializeOwned` bound, reported on the input type. Both uses are in the
+    // same function with the same span, so the compiler reports the failure once.
+    let input_ty = &roles.input.ty;
+    let input_check = quote!(#private::assert_input::<#input_ty>(););
+    let deserialize = quote!(#private::deserialize_input::<#input_ty>(&__worker_job));
+
+    // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check
+    // names `__WorkerInit` at the state type so a failure underlines it.
+    // The adapter is named at the state type in its `Handler` impl: a state that is not `Sync`
+    // is then reported on the handler's `&T` too.
+    let mut adapter = Ident::new("__WorkerHandler", Span::call_site());
+    let (state_field, state_check, make_handler, take_state) = match roles.state {
+        Some(elem) => {
+            let provider = Ident::new("__WorkerInit", elem.span());
+            adapter = Ident::new("__WorkerHandler", elem.span());
+            (
+                quote!({ state: &'static #elem }),
+                quote!(#private::assert_state::<#provider, #elem>();),
+                quote! {
+                    |__worker_state| ::core::result::Result::Ok(__WorkerHandler {
+                        state: #private::state::<#elem>(__worker_state)?,
+                    })
+                },
+                quote!(let __worker_state = self.state;),
+            )
+        }
+        None => (
+            quote!(;),
+            quote!(),
+            quote!(|_| ::core::result::Result::Ok(__WorkerHandler)),
+            quote!(),
+        ),
+    };
+
+    // The call, with arguments in the user's order, located at the function's name.
+    let args = handler.params.iter().map(|p| match p.kind {
+        ParamKind::Input => quote!(__worker_input),
+        ParamKind::State { .. } => quote!(__worker_state),
+        ParamKind::Context { by_ref: true, .. } => quote!(&__worker_job),
+        ParamKind::Context { by_ref: false, .. } => quote!(__worker_job),
+    });
+    let call = {
+        let args = parens_at(quote!(#(#args),*), name.span());
+        quote!(#name #args)
+    };
+
+    // What the return value becomes. The output's `Serialize` bound and the error's `Display`
+    // bound are reported on the return type.
+    let ret_span = match &sig.output {
+        ReturnType::Type(_, ty) => value_span(ty),
+        ReturnType::Default => name.span(),
+    };
+    let output = call_at(&private, "output", quote!(__worker_output), ret_span);
+    let failure = failure_of(&private, quote!(__worker_error), ret_span);
+    let outcome = quote! {
+        match (&__worker_ret).__worker_kind().split(__worker_ret) {
+            ::core::result::Result::Ok(__worker_output) => #output,
+            ::core::result::Result::Err(__worker_error) => #private::Outcome::failed(#failure),
+        }
+    };
+    let invocation = if sig.asyncness.is_some() {
+        // `Send` is checked on the handler's own future, so the error names the function and
+        // points at what is held across an `.await`.
+        let assert_send = quote_spanned!(name.span()=> assert_send);
+        let future = parens_at(call, name.span());
+        quote! {
+            #private::Invocation::new(async move {
+                let __worker_ret = #private::#assert_send #future.await;
+                #outcome
+            })
+        }
+    } else {
+        // A sync handler may block: it runs on a blocking thread.
+        quote! {
+            #private::Invocation::blocking(move || {
+                let __worker_ret = #call;
+                #outcome
+            })
+        }
+    };
+
+    let kinds = kind_imports(&private);
+    let (entry, vis) = if options.main {
+        (Ident::new("main", Span::call_site()), quote!())
+    } else {
+        let vis = &item.vis;
+        (Ident::new("worker_main", Span::call_site()), quote!(#vis))
+    };
+
+    quote! {
+        #item
+
+        #[allow(unused_imports)]
+        use #private::fallback::*;
+
+        #vis fn #entry() -> ::std::process::ExitCode {
+            #[allow(non_camel_case_types)]
+            struct __WorkerHandler #state_field
+
+            impl #private::Handler for #adapter {
+                // The value checks wrap user-located expressions in `{ … }`.
+                #[allow(unused_braces)]
+                fn call(&self, __worker_job: #private::Job) -> #private::Invocation {
+                    #kinds
+                    #input_check
+                    let __worker_input: #input_ty = match #deserialize {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(failure) => {
+                            return #private::Invocation::ready(#private::Outcome::failed(failure));
+                        }
+                    };
+                    #take_state
+                    #invocation
+                }
+            }
+
+            #state_check
+            #private::main(
+                #settings,
+                <#init as #private::InitProvider>::init,
+                #make_handler,
+            )
+        }
+    }
+}
+
+/// What is emitted beside the unchanged item when there are errors: a stub of the entry point,
+/// so the crate does not also fail with "`main` function not found".
+pub(crate) fn fallback(options: &Options, name: Option<&Ident>) -> TokenStream {
+    let entry = if options.main { "main" } else { "worker_main" };
+    if name.is_some_and(|n| n == entry) {
+        return quote!();
+    }
+    let entry = Ident::new(entry, Span::call_site());
+    quote! {
+        #[allow(dead_code)]
+        fn #entry() -> ::std::process::ExitCode {
+            ::std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, validate};
+    use super::*;
+    use crate::errors::Errors;
+
+    fn expand_str(attr: TokenStream, item: TokenStream) -> String {
+        let mut errors = Errors::default();
+        let options = parse::options(attr, &mut errors);
+        let handler = parse::handler(item).unwrap();
+        let roles = validate::validate(&handler, &options, &mut errors).unwrap();
+        expand(&handler, &roles, &options).to_string()
+    }
+
+    #[test]
+    fn async_handler_with_state_and_context() {
+        let out = expand_str(
+            quote!(concurrency = 4),
+            quote!(
+                async fn generate(job: &Job, input: Prompt, model: &Model) -> R {
+                    x
+                }
+            ),
+        );
+        let has = |s: TokenStream| {
+            let s = s.to_string();
+            assert!(out.contains(&s), "missing `{s}` in\n{out}");
+        };
+        has(quote!(
+            async fn generate(job: &Job, input: Prompt, model: &Model) -> R {
+                x
+            }
+        ));
+        has(quote!(
+            use ::worker::__private::fallback::*;
+        ));
+        has(quote!(fn main() -> ::std::process::ExitCode));
+        assert!(
+            out.contains("struct __WorkerHandler { state : & 'static Model }"),
+            "{out}"
+        );
+        has(quote!(
+            ::worker::__private::Settings::new("generate").concurrency(4)
+        ));
+        has(quote!(::worker::__private::assert_input::<Prompt>();));
+        has(quote!(::worker::__private::assert_state::<__WorkerInit, Model>();));
+        assert!(
+            out.contains(":: worker :: __private :: Invocation :: new (async move {"),
+            "{out}"
+        );
+        has(quote!(
+            ::worker::__private::assert_send(generate(
+                &__worker_job,
+                __worker_input,
+                __worker_state
+            ))
+            .await
+        ));
+        has(quote!(::worker::__private::output({ __worker_output })));
+        has(quote!(
+            <__WorkerInit as ::worker::__private::InitProvider>::init
+        ));
+    }
+
+    #[test]
+    fn sync_handler_options() {
+        let out = expand_str(
+            quote!(main = false, test_input = "t.json", crate = "w"),
+            quote!(
+                pub fn run(input: I, job: w::Job) {}
+            ),
+        );
+        assert!(out.contains("pub fn worker_main ()"), "{out}");
+        assert!(
+            out.contains("w :: __private :: Invocation :: blocking (move ||"),
+            "{out}"
+        );
+        assert!(out.contains("run (__worker_input , __worker_job)"), "{out}");
+        assert!(
+            out.contains(". test_input (\"t.json\" , :: core :: include_str !"),
+            "{out}"
+        );
+        assert!(!out.contains("assert_state"), "{out}");
+        assert!(!out.contains("::worker"), "{out}");
+    }
+}

@@ -1,0 +1,37 @@
+//! `#[worker::handler]`: parse → validate → expand.
+
+mod expand;
+mod parse;
+mod validate;
+
+use proc_macro2::TokenStream;
+
+use crate::codegen::debug_print;
+use crate::errors::{Errors, with_errors};
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let options = parse::options(attr, &mut errors);
+    let handler = match parse::handler(item.clone()) {
+        Ok(handler) => handler,
+        Err(e) => {
+            errors.push(e);
+            return match errors.finish() {
+                Err(error) => with_errors(item, error, expand::fallback(&options, None)),
+                Ok(()) => item,
+            };
+        }
+    };
+    let roles = validate::validate(&handler, &options, &mut errors);
+    let out = match (roles, errors.finish()) {
+        (Some(roles), Ok(())) => expand::expand(&handler, &roles, &options),
+        (_, Err(error)) => with_errors(
+            item,
+            error,
+            expand::fallback(&options, Some(&handler.item.sig.ident)),
+        ),
+        (None, Ok(())) => item,
+    };
+    debug_print(parse::MACRO, &handler.item.sig.ident.to_string(), &out);
+    out
+}
