@@ -30,6 +30,7 @@
 
 mod client;
 mod config;
+pub mod emulator;
 mod error;
 mod handler;
 mod heartbeat;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::__private::InitFuture;
-use crate::config::{self, Args, Mode, ProcessEnv};
+use crate::config::{self, Args, Mode, ProcessEnv, ServeApi};
+use crate::emulator::Emulator;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::heartbeat;
@@ -143,7 +144,7 @@ impl Started {
             Mode::Production(cfg) => {
                 Some(crate::client::build(&cfg.api_key).map_err(|e| fail("configuration", &e))?)
             }
-            Mode::LocalTest { .. } => None,
+            Mode::LocalTest { .. } | Mode::ServeApi(_) => None,
         };
         Ok(Started { args, mode, client })
     }
@@ -176,6 +177,7 @@ impl Started {
                 let _ = &self.args;
                 ExitCode::SUCCESS
             }
+            Mode::ServeApi(api) => serve_api(handler, settings, api).await,
         }
     }
 
@@ -213,6 +215,57 @@ impl Started {
             }
         }
     }
+}
+
+/// `--rp_serve_api`: a local RunPod emulator in this process, and the ordinary production loop
+/// taking its jobs over loopback.
+async fn serve_api<H: Handler>(handler: H, settings: Settings, api: ServeApi) -> ExitCode {
+    let host = if api.host.contains(':') && !api.host.starts_with('[') {
+        format!("[{}]", api.host)
+    } else {
+        api.host
+    };
+    let emulator = match Emulator::builder()
+        .bind(format!("{host}:{}", api.port))
+        .build()
+        .await
+    {
+        Ok(emulator) => emulator,
+        Err(e) => return fail("--rp_serve_api", &e),
+    };
+    let cfg = match emulator.platform_config("local-worker") {
+        Ok(cfg) => cfg,
+        Err(e) => return fail("--rp_serve_api", &e),
+    };
+    let client = match crate::client::build(&cfg.api_key) {
+        Ok(client) => client,
+        Err(e) => return fail("configuration", &e),
+    };
+    let url = emulator.endpoint_url();
+    tracing::info!(
+        "local RunPod API at {url} — try: curl -X POST {url}/runsync -H 'Content-Type: application/json' -d '{}'",
+        sample_request(&settings)
+    );
+    let in_flight = Arc::new(InFlight::default());
+    heartbeat::start(&cfg, in_flight.clone());
+    let (trigger, shutdown) = shutdown::channel();
+    shutdown::on_signals(trigger);
+    let concurrency = api.concurrency.unwrap_or(settings.concurrency);
+    worker::run(handler, cfg, client, in_flight, concurrency, shutdown).await;
+    emulator.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// The request body of the `curl` suggested by `--rp_serve_api`: the embedded test input when
+/// it fits on a shell line, else an empty input.
+fn sample_request(settings: &Settings) -> String {
+    settings
+        .test_input
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t.contents).ok())
+        .filter(|v| v.get("input").is_some())
+        .map(|v| serde_json::json!({ "input": v["input"] }).to_string())
+        .filter(|s| s.len() <= 200 && !s.contains('\''))
+        .unwrap_or_else(|| r#"{"input": {}}"#.to_owned())
 }
 
 fn fail(what: &str, error: &Error) -> ExitCode {
