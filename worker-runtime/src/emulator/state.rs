@@ -258,7 +258,7 @@ impl State {
             inner.queue.push_back(id.clone());
             view
         };
-        tracing::info!(job_id = %id, "job queued");
+        tracing::info!("emulator: job {id} queued");
         self.queued.notify_waiters();
         self.timers.notify_one();
         Ok((view, rx))
@@ -303,7 +303,7 @@ impl State {
             };
             (view(inner.jobs.get(id)?), hook)
         };
-        tracing::info!(job_id = %id, "job cancelled");
+        tracing::info!("emulator: job {id} cancelled");
         self.after(hook);
         Some(body)
     }
@@ -332,7 +332,7 @@ impl State {
             inner.retried += 1;
             body
         };
-        tracing::info!(job_id = %id, "job retried");
+        tracing::info!("emulator: job {id} re-queued by retry");
         self.queued.notify_waiters();
         self.timers.notify_one();
         Ok(body)
@@ -355,7 +355,7 @@ impl State {
         for hook in hooks {
             self.after(hook);
         }
-        tracing::info!("purged {removed} queued job(s)");
+        tracing::info!("emulator: purged {removed} queued job(s)");
         removed
     }
 
@@ -459,7 +459,10 @@ impl State {
         }
         if !taken.is_empty() {
             for job in &taken {
-                tracing::info!(job_id = %job["id"].as_str().unwrap_or_default(), worker, "job taken");
+                tracing::info!(
+                    "emulator: job {} taken by worker {worker}",
+                    job["id"].as_str().unwrap_or_default()
+                );
             }
             self.timers.notify_one();
         }
@@ -491,14 +494,12 @@ impl State {
             if body.get("status").and_then(Value::as_str) == Some("IN_PROGRESS") {
                 job.output = body.remove("output");
                 job.changed.send_replace(Status::InProgress);
-                tracing::debug!(job_id = %id, "progress update");
+                tracing::debug!("emulator: job {id}: progress update");
                 return Report::Accepted;
             }
             if body.get("stopPod").and_then(Value::as_bool) == Some(true) {
                 tracing::info!(
-                    job_id = %id,
-                    worker,
-                    "the worker asked to be recycled (stopPod); the emulator keeps serving it"
+                    "emulator: job {id}: worker {worker} asked to be recycled (stopPod); the emulator keeps serving it"
                 );
             }
             let error = body.remove("error").filter(|e| match e {
@@ -521,6 +522,7 @@ impl State {
             } else {
                 Status::Completed
             };
+            tracing::info!("emulator: job {id} {} (worker {worker})", status.as_str());
             let hook = self.finish(&mut inner, id, status, error);
             (Report::Accepted, hook)
         };
@@ -561,7 +563,7 @@ impl State {
             let w = worker_entry(&mut inner, worker);
             w.last_seen = now;
             if let Some(reason) = &unhealthy {
-                tracing::warn!(worker, "the worker reports itself unhealthy: {reason}");
+                tracing::warn!("emulator: worker {worker} reports itself unhealthy: {reason}");
             }
             w.unhealthy = unhealthy;
             let grace = self.settings.worker_timeout;
@@ -658,7 +660,7 @@ impl State {
                 inner.jobs.remove(&id);
             }
             for (id, why) in timed_out {
-                tracing::warn!(job_id = %id, "job timed out: {why}");
+                tracing::warn!("emulator: job {id} timed out: {why}");
                 hooks.push(self.finish(
                     &mut inner,
                     &id,
@@ -696,7 +698,7 @@ impl State {
         }
         let job = inner.jobs.get_mut(id)?;
         if job.lost >= 1 {
-            tracing::warn!(job_id = %id, "{why}; the job was already retried once: TIMED_OUT");
+            tracing::warn!("emulator: job {id}: {why}; it was already retried once: TIMED_OUT");
             return self.finish(
                 inner,
                 id,
@@ -706,7 +708,7 @@ impl State {
                 ))),
             );
         }
-        tracing::warn!(job_id = %id, "{why}; re-queueing the job");
+        tracing::warn!("emulator: job {id}: {why}; re-queueing it");
         job.lost += 1;
         reset(job);
         inner.queue.push_front(id.to_owned());
@@ -789,7 +791,7 @@ impl Drop for PollGuard<'_> {
 
 fn worker_entry<'a>(inner: &'a mut Inner, worker: &str) -> &'a mut Worker {
     inner.workers.entry(worker.to_owned()).or_insert_with(|| {
-        tracing::info!(worker, "worker connected");
+        tracing::info!("emulator: worker {worker} connected");
         Worker {
             last_seen: Instant::now(),
             open_polls: 0,
@@ -811,9 +813,7 @@ fn running_job<'a>(inner: &'a mut Inner, worker: &str, id: &str) -> Result<&'a m
     }
     if job.status != Status::InProgress {
         tracing::info!(
-            job_id = %id,
-            worker,
-            "ignoring a report for a job that is {}",
+            "emulator: job {id}: ignoring a report from worker {worker}: the job is {}",
             job.status.as_str()
         );
         return Err(Report::Ignored(format!(

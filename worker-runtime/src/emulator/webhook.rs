@@ -39,17 +39,23 @@ pub(crate) fn deliver(call: WebhookCall, retry_delay: Duration) {
                 .await;
             let why = match result {
                 Ok(response) if response.status().is_success() => {
-                    tracing::info!(job_id, url = %call.url, "webhook delivered");
+                    tracing::info!("emulator: job {job_id}: webhook delivered to {}", call.url);
                     return;
                 }
                 Ok(response) => format!("HTTP {}", response.status()),
                 Err(e) => e.to_string(),
             };
             if attempt == ATTEMPTS {
-                tracing::warn!(job_id, url = %call.url, "webhook failed ({why}); giving up after {ATTEMPTS} attempts");
+                tracing::warn!(
+                    "emulator: job {job_id}: webhook to {} failed ({why}); giving up after {ATTEMPTS} attempts",
+                    call.url
+                );
                 return;
             }
-            tracing::warn!(job_id, url = %call.url, "webhook failed ({why}); retrying in {retry_delay:?}");
+            tracing::warn!(
+                "emulator: job {job_id}: webhook to {} failed ({why}); retrying in {retry_delay:?}",
+                call.url
+            );
             tokio::time::sleep(retry_delay).await;
         }
     });
