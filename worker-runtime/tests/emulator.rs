@@ -850,3 +850,20 @@ async fn shutdown_answers_held_long_polls() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn a_stop_the_worker_missed_is_announced_again_while_it_still_reports_the_job() {
+    let emu = start(builder()).await;
+    let id = emu.run(json!({"input": 1})).await;
+    emu.take("w1").await;
+    emu.client(Method::POST, &format!("cancel/{id}"), None)
+        .await;
+    let stop = || emu.worker(Method::GET, "job-stop/w1?gpu=local", None);
+    assert_eq!(stop().await.1, json!({ "jobsToStop": [id] }));
+    // The worker had not started the job yet and ignored the stop; its ping still lists it.
+    emu.ping("w1", &id).await;
+    assert_eq!(stop().await.1, json!({ "jobsToStop": [id] }));
+    // Once the worker no longer reports it, nothing more is sent.
+    emu.ping("w1", "").await;
+    assert_eq!(stop().await.0, StatusCode::NO_CONTENT);
+}

@@ -554,18 +554,38 @@ impl State {
         }
     }
 
-    /// A heartbeat. `job_ids` are the jobs the worker says it holds; a job assigned to it for
-    /// longer than the worker timeout that it no longer lists was lost.
+    /// A heartbeat. `job_ids` are the jobs the worker says it holds: a job assigned to it for
+    /// longer than the worker timeout that it no longer lists was lost; a listed job that must
+    /// stop (cancelled, timed out, given to another worker) is announced on job-stop again, since
+    /// a stop that arrives before the worker started the job can be missed.
     pub(crate) fn ping(&self, worker: &str, job_ids: &[&str], unhealthy: Option<String>) {
         let now = Instant::now();
         let hooks: Vec<Option<WebhookCall>> = {
             let mut inner = self.lock();
+            let mut stale: Vec<String> = job_ids
+                .iter()
+                .filter(|id| {
+                    inner.jobs.get(**id).is_some_and(|j| {
+                        j.worker.as_deref() != Some(worker)
+                            || matches!(j.status, Status::Cancelled | Status::TimedOut)
+                    })
+                })
+                .map(|id| id.to_string())
+                .collect();
             let w = worker_entry(&mut inner, worker);
             w.last_seen = now;
             if let Some(reason) = &unhealthy {
                 tracing::warn!("emulator: worker {worker} reports itself unhealthy: {reason}");
             }
             w.unhealthy = unhealthy;
+            stale.retain(|id| !w.stops.contains(id));
+            if !stale.is_empty() {
+                tracing::debug!(
+                    "emulator: worker {worker} still runs {stale:?}; telling it to stop again"
+                );
+                w.stops.extend(stale);
+                self.stops.notify_waiters();
+            }
             let grace = self.settings.worker_timeout;
             let lost: Vec<String> = inner
                 .jobs
