@@ -867,3 +867,21 @@ async fn a_stop_the_worker_missed_is_announced_again_while_it_still_reports_the_
     emu.ping("w1", "").await;
     assert_eq!(stop().await.0, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn an_old_stop_does_not_stop_the_retried_run() {
+    let emu = start(builder()).await;
+    let id = emu.run(json!({"input": 1})).await;
+    emu.take("w1").await;
+    // Cancelled while w1 runs it; w1 never polls job-stop.
+    emu.client(Method::POST, &format!("cancel/{id}"), None)
+        .await;
+    emu.client(Method::POST, &format!("retry/{id}"), None).await;
+    let (_, job) = emu.take("w1").await;
+    assert_eq!(job["id"], id);
+    let (status, v) = emu.worker(Method::GET, "job-stop/w1?gpu=local", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    emu.done("w1", &id, json!({"output": "second run"}), false)
+        .await;
+    assert_eq!(emu.status(&id).await["status"], "COMPLETED");
+}

@@ -456,6 +456,12 @@ impl State {
                 payload.extend(job.request.iter().map(|(k, v)| (k.clone(), v.clone())));
                 taken.push(Value::Object(payload));
             }
+            // A retried job handed to a worker that was told to stop its earlier run: that old
+            // stop must not stop the new one.
+            let ids: Vec<&str> = taken.iter().filter_map(|j| j["id"].as_str()).collect();
+            worker_entry(&mut inner, worker)
+                .stops
+                .retain(|s| !ids.contains(&s.as_str()));
         }
         if !taken.is_empty() {
             for job in &taken {
@@ -712,11 +718,6 @@ impl State {
     /// A running job's worker is gone: re-queue it once, TIMED_OUT the second time.
     fn lose(&self, inner: &mut Inner, id: &str, why: String) -> Option<WebhookCall> {
         let job = inner.jobs.get_mut(id)?;
-        if let Some(worker) = job.worker.clone() {
-            worker_entry(inner, &worker).stops.push(id.to_owned());
-            self.stops.notify_waiters();
-        }
-        let job = inner.jobs.get_mut(id)?;
         if job.lost >= 1 {
             tracing::warn!("emulator: job {id}: {why}; it was already retried once: TIMED_OUT");
             return self.finish(
@@ -730,7 +731,12 @@ impl State {
         }
         tracing::warn!("emulator: job {id}: {why}; re-queueing it");
         job.lost += 1;
+        let worker = job.worker.clone();
         reset(job);
+        if let Some(worker) = worker {
+            // In case it is only slow: it must not finish the job too.
+            self.tell_stop(inner, &worker, id);
+        }
         inner.queue.push_front(id.to_owned());
         inner.retried += 1;
         self.queued.notify_waiters();
@@ -775,11 +781,19 @@ impl State {
             && matches!(status, Status::Cancelled | Status::TimedOut)
             && let Some(worker) = worker
         {
-            worker_entry(inner, &worker).stops.push(id.to_owned());
-            self.stops.notify_waiters();
+            self.tell_stop(inner, &worker, id);
         }
         self.timers.notify_one();
         hook
+    }
+
+    /// Put `id` on `worker`'s job-stop list (once).
+    fn tell_stop(&self, inner: &mut Inner, worker: &str, id: &str) {
+        let stops = &mut worker_entry(inner, worker).stops;
+        if !stops.iter().any(|s| s == id) {
+            stops.push(id.to_owned());
+            self.stops.notify_waiters();
+        }
     }
 
     /// Side effects after the lock is released.
