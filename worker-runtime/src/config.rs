@@ -20,6 +20,22 @@ pub(crate) struct Args {
     /// Log level: NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5). Overrides RUNPOD_LOG_LEVEL.
     #[arg(long = "rp_log_level", value_name = "LEVEL")]
     pub(crate) log_level: Option<String>,
+
+    /// Serve a local RunPod API (a platform emulator) and take its jobs in this process.
+    #[arg(long = "rp_serve_api")]
+    pub(crate) serve_api: bool,
+
+    /// The address the local API listens on (with --rp_serve_api).
+    #[arg(long = "rp_api_host", value_name = "HOST", default_value = "127.0.0.1")]
+    pub(crate) api_host: String,
+
+    /// The port the local API listens on (with --rp_serve_api).
+    #[arg(long = "rp_api_port", value_name = "PORT", default_value_t = 8000)]
+    pub(crate) api_port: u16,
+
+    /// Jobs run at once with --rp_serve_api; above 1 it overrides the handler's concurrency.
+    #[arg(long = "rp_api_concurrency", value_name = "N", default_value_t = 1)]
+    pub(crate) api_concurrency: usize,
 }
 
 impl Args {
@@ -50,13 +66,24 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
     }
 }
 
-/// The two things the process can be.
+/// The things the process can be.
 #[derive(Debug)]
 pub(crate) enum Mode {
     /// Run one job from `--test_input`, `./test_input.json` or the embedded default, then exit.
     LocalTest { test_input: Option<String> },
     /// Take jobs from the platform until stopped.
     Production(Box<PlatformConfig>),
+    /// `--rp_serve_api`: serve a local RunPod emulator and take its jobs until stopped.
+    ServeApi(ServeApi),
+}
+
+/// Where `--rp_serve_api` listens, and how many jobs it runs at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServeApi {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `--rp_api_concurrency` when above 1, else the handler's own.
+    pub(crate) concurrency: Option<usize>,
 }
 
 /// Everything the production loop needs to talk to the platform.
@@ -95,8 +122,16 @@ impl std::fmt::Debug for PlatformConfig {
     }
 }
 
-/// Pick the mode: local test when `--test_input` is given or `RUNPOD_WEBHOOK_GET_JOB` is unset.
+/// Pick the mode: `--rp_serve_api` first (as the Python SDK does), then local test when
+/// `--test_input` is given or `RUNPOD_WEBHOOK_GET_JOB` is unset, else production.
 pub(crate) fn mode(args: &Args, env: &impl Env) -> Result<Mode, Error> {
+    if args.serve_api {
+        return Ok(Mode::ServeApi(ServeApi {
+            host: args.api_host.clone(),
+            port: args.api_port,
+            concurrency: (args.api_concurrency > 1).then_some(args.api_concurrency),
+        }));
+    }
     if args.test_input.is_some() || env.var("RUNPOD_WEBHOOK_GET_JOB").is_none() {
         return Ok(Mode::LocalTest {
             test_input: args.test_input.clone(),
@@ -253,10 +288,7 @@ mod tests {
     }
 
     fn args() -> Args {
-        Args {
-            test_input: None,
-            log_level: None,
-        }
+        Args::parse_from(["worker"])
     }
 
     const PROD: &[(&str, &str)] = &[
@@ -310,7 +342,7 @@ mod tests {
         ));
         let a = Args {
             test_input: Some("{}".into()),
-            log_level: None,
+            ..args()
         };
         assert!(matches!(
             mode(&a, &env(PROD)).unwrap(),
@@ -360,6 +392,37 @@ mod tests {
     }
 
     #[test]
+    fn serve_api_comes_first_and_defaults_to_loopback() {
+        let a = Args::parse_from(["worker", "--rp_serve_api", "--test_input", "{}"]);
+        let Mode::ServeApi(api) = mode(&a, &env(PROD)).unwrap() else {
+            panic!("not serve-api")
+        };
+        assert_eq!(
+            api,
+            ServeApi {
+                host: "127.0.0.1".into(),
+                port: 8000,
+                concurrency: None
+            }
+        );
+        let a = Args::parse_from([
+            "worker",
+            "--rp_serve_api",
+            "--rp_api_host",
+            "0.0.0.0",
+            "--rp_api_port",
+            "9000",
+            "--rp_api_concurrency",
+            "4",
+        ]);
+        let Mode::ServeApi(api) = mode(&a, &env(&[])).unwrap() else {
+            panic!("not serve-api")
+        };
+        assert_eq!((api.host.as_str(), api.port), ("0.0.0.0", 9000));
+        assert_eq!(api.concurrency, Some(4));
+    }
+
+    #[test]
     fn log_levels() {
         assert_eq!(log_level(&args(), &env(&[])).unwrap(), LogLevel::Info);
         assert_eq!(
@@ -371,8 +434,8 @@ mod tests {
             LogLevel::Error
         );
         let a = Args {
-            test_input: None,
             log_level: Some("WARN".into()),
+            ..args()
         };
         assert_eq!(
             log_level(&a, &env(&[("RUNPOD_LOG_LEVEL", "debug")])).unwrap(),

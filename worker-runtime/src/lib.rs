@@ -31,6 +31,7 @@
 mod client;
 mod config;
 mod control;
+pub mod emulator;
 mod error;
 mod finite;
 mod handler;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::__private::{InitFuture, InitProvider};
-use crate::config::{self, Args, Mode, ProcessEnv};
+use crate::config::{self, Args, Mode, PlatformConfig, ProcessEnv, ServeApi};
+use crate::emulator::Emulator;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::heartbeat;
@@ -155,7 +156,6 @@ pub async fn run<H: Handler>(handler: H) -> ExitCode {
 
 /// The process after flags, environment and logging were read.
 struct Started {
-    args: Args,
     mode: Mode,
     /// The platform client, built once (production only).
     client: Option<reqwest::Client>,
@@ -193,11 +193,10 @@ impl Started {
             Mode::Production(cfg) => {
                 Some(crate::client::build(&cfg.api_key).map_err(|e| fail("configuration", &e))?)
             }
-            Mode::LocalTest { .. } => None,
+            Mode::LocalTest { .. } | Mode::ServeApi(_) => None,
         };
         let limits = Limits::from_env(&ProcessEnv).map_err(|e| fail("configuration", &e))?;
         Ok(Started {
-            args,
             mode,
             client,
             limits,
@@ -216,24 +215,9 @@ impl Started {
                 let Some(client) = self.client else {
                     return ExitCode::FAILURE;
                 };
-                let in_flight = Arc::new(InFlight::default());
-                heartbeat::start(&cfg, in_flight.clone());
-                let (trigger, shutdown) = shutdown::channel();
-                shutdown::on_signals(trigger.clone(), self.limits.shutdown_grace);
-                let options = settings.loop_options();
-                worker::run(
-                    handler,
-                    *cfg,
-                    client,
-                    in_flight,
-                    options,
-                    self.limits,
-                    (trigger, shutdown),
-                )
-                .await;
-                let _ = &self.args;
-                ExitCode::SUCCESS
+                run_loop(handler, *cfg, client, settings.loop_options(), self.limits).await
             }
+            Mode::ServeApi(api) => serve_api(handler, settings, api, self.limits).await,
         }
     }
 
@@ -271,6 +255,86 @@ impl Started {
             }
         }
     }
+}
+
+/// `--rp_serve_api`: a local RunPod emulator in this process, and the ordinary production loop
+/// taking its jobs over loopback.
+async fn serve_api<H: Handler>(
+    handler: H,
+    settings: Settings,
+    api: ServeApi,
+    limits: Limits,
+) -> ExitCode {
+    let host = if api.host.contains(':') && !api.host.starts_with('[') {
+        format!("[{}]", api.host)
+    } else {
+        api.host
+    };
+    let emulator = match Emulator::builder()
+        .bind(format!("{host}:{}", api.port))
+        .build()
+        .await
+    {
+        Ok(emulator) => emulator,
+        Err(e) => return fail("--rp_serve_api", &e),
+    };
+    let cfg = match emulator.platform_config("local-worker") {
+        Ok(cfg) => cfg,
+        Err(e) => return fail("--rp_serve_api", &e),
+    };
+    let client = match crate::client::build(&cfg.api_key) {
+        Ok(client) => client,
+        Err(e) => return fail("configuration", &e),
+    };
+    let url = emulator.endpoint_url();
+    tracing::info!(
+        "local RunPod API at {url} — try: curl -X POST {url}/runsync -H 'Content-Type: application/json' -d '{}'",
+        sample_request(&settings)
+    );
+    let mut options = settings.loop_options();
+    if let Some(concurrency) = api.concurrency {
+        options.concurrency = Concurrency::Fixed(concurrency);
+    }
+    let code = run_loop(handler, cfg, client, options, limits).await;
+    emulator.shutdown().await;
+    code
+}
+
+/// The production loop with its heartbeat and signal handling, until shutdown.
+async fn run_loop<H: Handler>(
+    handler: H,
+    cfg: PlatformConfig,
+    client: reqwest::Client,
+    options: LoopOptions,
+    limits: Limits,
+) -> ExitCode {
+    let in_flight = Arc::new(InFlight::default());
+    heartbeat::start(&cfg, in_flight.clone());
+    let (trigger, shutdown) = shutdown::channel();
+    shutdown::on_signals(trigger.clone(), limits.shutdown_grace);
+    worker::run(
+        handler,
+        cfg,
+        client,
+        in_flight,
+        options,
+        limits,
+        (trigger, shutdown),
+    )
+    .await;
+    ExitCode::SUCCESS
+}
+
+/// The request body of the `curl` suggested by `--rp_serve_api`: the embedded test input when
+/// it fits on a shell line, else an empty input.
+fn sample_request(settings: &Settings) -> String {
+    settings
+        .test_input
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t.contents).ok())
+        .filter(|v| v.get("input").is_some())
+        .map(|v| serde_json::json!({ "input": v["input"] }).to_string())
+        .filter(|s| s.len() <= 200 && !s.contains('\''))
+        .unwrap_or_else(|| r#"{"input": {}}"#.to_owned())
 }
 
 fn fail(what: &str, error: &Error) -> ExitCode {
