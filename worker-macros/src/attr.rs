@@ -11,7 +11,7 @@ use syn::{Expr, ExprLit, Ident, Lit, Token};
 
 use crate::errors::Errors;
 
-/// One `key = value` (or a bare `key`, which is always an error).
+/// One `key = value`, or a bare `key` (a flag, or an error for other keys).
 pub(crate) struct RawArg {
     pub(crate) key: Ident,
     pub(crate) value: Option<Expr>,
@@ -40,12 +40,14 @@ pub(crate) fn parse_raw(attr: TokenStream) -> syn::Result<Vec<RawArg>> {
 /// What a key's value must be.
 #[derive(Clone, Copy)]
 pub(crate) enum Kind {
-    /// An integer literal, e.g. `concurrency = 4`.
-    Int(&'static str),
     /// `true` or `false`.
     Bool,
     /// A string literal, e.g. `test_input = "test_input.json"`.
     Str(&'static str),
+    /// A flag: the bare key means `true` (`refresh_worker`); `key = false` turns it off.
+    Flag,
+    /// An integer literal or the path of a function (`concurrency = 4`, `concurrency = scale`).
+    IntOrPath(&'static str),
 }
 
 /// A checked value, with the span of the value for later messages.
@@ -54,11 +56,12 @@ pub(crate) enum Value {
     Int(u64, Span),
     Bool(bool),
     Str(String, Span),
+    Path(syn::ExprPath),
 }
 
 /// The arguments of one macro, looked up by key after parsing.
 pub(crate) struct Args {
-    values: Vec<(String, Value)>,
+    values: Vec<(String, Value, Span)>,
 }
 
 impl Args {
@@ -70,7 +73,7 @@ impl Args {
         spec: &[(&'static str, Kind)],
         errors: &mut Errors,
     ) -> Args {
-        let mut values: Vec<(String, Value)> = Vec::new();
+        let mut values: Vec<(String, Value, Span)> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for arg in raw {
             let key = arg.key.unraw().to_string();
@@ -93,6 +96,10 @@ impl Args {
             }
             seen.push(key.clone());
             let Some(expr) = arg.value else {
+                if let Kind::Flag = kind {
+                    values.push((key, Value::Bool(true), arg.key.span()));
+                    continue;
+                }
                 errors.push(syn::Error::new(
                     arg.key.span(),
                     format!("`{key}` needs a value: write `{}`", example(&key, kind)),
@@ -100,7 +107,7 @@ impl Args {
                 continue;
             };
             match value_of(&expr, kind) {
-                Some(value) => values.push((key, value)),
+                Some(value) => values.push((key, value, arg.key.span())),
                 None => errors.push(syn::Error::new(
                     expr.span(),
                     format!(
@@ -115,11 +122,25 @@ impl Args {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Value> {
-        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.values
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, _)| v)
+    }
+
+    /// Where `key` was written (the call site if it was not).
+    pub(crate) fn span_of(&self, key: &str) -> Span {
+        self.values
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map_or_else(Span::call_site, |(_, _, span)| *span)
     }
 }
 
 fn value_of(expr: &Expr, kind: Kind) -> Option<Value> {
+    if let (Kind::IntOrPath(_), Expr::Path(path)) = (kind, expr) {
+        return path.attrs.is_empty().then(|| Value::Path(path.clone()));
+    }
     let Expr::Lit(ExprLit { lit, attrs }) = expr else {
         return None;
     };
@@ -127,11 +148,11 @@ fn value_of(expr: &Expr, kind: Kind) -> Option<Value> {
         return None;
     }
     match (kind, lit) {
-        (Kind::Int(_), Lit::Int(i)) => i
+        (Kind::IntOrPath(_), Lit::Int(i)) => i
             .base10_parse::<u64>()
             .ok()
             .map(|n| Value::Int(n, i.span())),
-        (Kind::Bool, Lit::Bool(b)) => Some(Value::Bool(b.value)),
+        (Kind::Bool | Kind::Flag, Lit::Bool(b)) => Some(Value::Bool(b.value)),
         (Kind::Str(_), Lit::Str(s)) => Some(Value::Str(s.value(), s.span())),
         _ => None,
     }
@@ -139,17 +160,19 @@ fn value_of(expr: &Expr, kind: Kind) -> Option<Value> {
 
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
-        Kind::Int(_) => "a positive integer literal",
         Kind::Bool => "`true` or `false`",
         Kind::Str(_) => "a string literal",
+        Kind::Flag => "no value (or `true`/`false`)",
+        Kind::IntOrPath(_) => "a positive integer literal or the path of a `fn(usize) -> usize`",
     }
 }
 
 fn example(key: &str, kind: Kind) -> String {
     match kind {
-        Kind::Int(e) => format!("{key} = {e}"),
         Kind::Bool => format!("{key} = true` or `{key} = false"),
         Kind::Str(e) => format!("{key} = \"{e}\""),
+        Kind::Flag => key.to_owned(),
+        Kind::IntOrPath(e) => format!("{key} = {e}` or `{key} = my_scaling_fn"),
     }
 }
 
@@ -206,7 +229,7 @@ mod tests {
     use quote::quote;
 
     const SPEC: &[(&str, Kind)] = &[
-        ("concurrency", Kind::Int("4")),
+        ("concurrency", Kind::IntOrPath("4")),
         ("main", Kind::Bool),
         ("crate", Kind::Str("my_worker")),
     ];
@@ -242,7 +265,8 @@ mod tests {
                 "unknown argument `concurency` for `#[worker::handler]`; valid arguments are \
                  `concurrency`, `main` and `crate`",
                 "`main` is given more than once; keep only one `main = …`",
-                "`concurrency` takes a positive integer literal: write `concurrency = 4`",
+                "`concurrency` takes a positive integer literal or the path of a `fn(usize) -> \
+                 usize`: write `concurrency = 4` or `concurrency = my_scaling_fn`",
                 "`crate` needs a value: write `crate = \"my_worker\"`",
             ]
         );

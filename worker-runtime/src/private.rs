@@ -17,6 +17,7 @@ pub use crate::handler::{Handler, Invocation, Outcome};
 pub use crate::job::Job;
 pub use crate::report::Failure;
 pub use crate::start::{Settings, main};
+pub use crate::stream::StreamSender;
 pub use serde;
 pub use serde_json;
 
@@ -34,6 +35,20 @@ pub fn deserialize_input<T: DeserializeOwned>(job: &Job) -> Result<T, Failure> {
 pub fn output<T: Serialize>(value: T) -> Outcome {
     Outcome::output(&value)
 }
+
+/// The outcome of a streaming handler that finished: its items were the output.
+pub fn stream_end<T: StreamEnd>(_: T) -> Outcome {
+    Outcome::output(&())
+}
+
+/// What a streaming handler returns: nothing, since its items are its output.
+#[diagnostic::on_unimplemented(
+    message = "a streaming handler returns `()` or `Result<(), E>`, not `{Self}`",
+    label = "its output is the items sent through `StreamSender`",
+    note = "send the final value through the stream too, or drop the `StreamSender` parameter to return it"
+)]
+pub trait StreamEnd {}
+impl StreamEnd for () {}
 
 /// Compile-time check that an async handler's future can move between threads.
 pub fn assert_send<F: Future + Send>(future: F) -> F {

@@ -25,6 +25,16 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         let n = LitInt::new(&n.to_string(), span);
         settings = quote!(#settings.concurrency(#n));
     }
+    if let Some(modifier) = &options.concurrency_modifier {
+        // The path coerces to `fn(usize) -> usize`; a function of another type is reported on it.
+        settings = quote!(#settings.concurrency_modifier(#modifier));
+    }
+    if options.refresh_worker {
+        settings = quote!(#settings.refresh_worker());
+    }
+    if options.aggregate_stream.is_some() {
+        settings = quote!(#settings.return_aggregate_stream());
+    }
     if let Some((path, span)) = &options.test_input {
         // Spanned on the literal: a missing file is reported there.
         let path = LitStr::new(path, *span);
@@ -74,7 +84,15 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         ParamKind::State { .. } => quote!(__worker_state),
         ParamKind::Context { by_ref: true, .. } => quote!(&__worker_job),
         ParamKind::Context { by_ref: false, .. } => quote!(__worker_job),
+        ParamKind::Stream { by_ref: true, .. } => quote!(&__worker_stream),
+        ParamKind::Stream { by_ref: false, .. } => quote!(__worker_stream),
     });
+    // The stream sender is made before the job can be moved into the call.
+    let make_stream = if roles.streams {
+        quote!(let __worker_stream = #private::StreamSender::new(&__worker_job);)
+    } else {
+        quote!()
+    };
     let call = {
         let args = parens_at(quote!(#(#args),*), name.span());
         quote!(#name #args)
@@ -86,7 +104,13 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         ReturnType::Type(_, ty) => value_span(ty),
         ReturnType::Default => name.span(),
     };
-    let output = call_at(&private, "output", quote!(__worker_output), ret_span);
+    // A streaming handler's output is its items: it returns `()` (or `Result<(), E>`).
+    let output_fn = if roles.streams {
+        "stream_end"
+    } else {
+        "output"
+    };
+    let output = call_at(&private, output_fn, quote!(__worker_output), ret_span);
     let failure = failure_of(&private, quote!(__worker_error), ret_span);
     let outcome = quote! {
         match (&__worker_ret).__worker_kind().split(__worker_ret) {
@@ -100,6 +124,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         let assert_send = quote_spanned!(name.span()=> assert_send);
         let future = parens_at(call, name.span());
         quote! {
+            #make_stream
             #private::Invocation::new(async move {
                 let __worker_ret = #private::#assert_send #future.await;
                 #outcome
@@ -108,6 +133,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     } else {
         // A sync handler may block: it runs on a blocking thread.
         quote! {
+            #make_stream
             #private::Invocation::blocking(move || {
                 let __worker_ret = #call;
                 #outcome
@@ -151,11 +177,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             }
 
             #state_check
-            #private::main(
-                #settings,
-                <#init as #private::InitProvider>::init,
-                #make_handler,
-            )
+            #private::main::<#init, _>(#settings, #make_handler)
         }
     }
 }
@@ -235,9 +257,7 @@ mod tests {
             .await
         ));
         has(quote!(::worker::__private::output({ __worker_output })));
-        has(quote!(
-            <__WorkerInit as ::worker::__private::InitProvider>::init
-        ));
+        has(quote!(::worker::__private::main::<__WorkerInit, _>));
     }
 
     #[test]

@@ -11,8 +11,10 @@ pub(crate) const MACRO: &str = "#[worker::handler]";
 
 /// The arguments `#[worker::handler(…)]` accepts.
 pub(crate) const ARGS: &[(&str, Kind)] = &[
-    ("concurrency", Kind::Int("4")),
+    ("concurrency", Kind::IntOrPath("4")),
     ("main", Kind::Bool),
+    ("refresh_worker", Kind::Flag),
+    ("return_aggregate_stream", Kind::Flag),
     ("test_input", Kind::Str("test_input.json")),
     ("crate", Kind::Str("my_worker")),
 ];
@@ -20,6 +22,12 @@ pub(crate) const ARGS: &[(&str, Kind)] = &[
 /// What `#[worker::handler(…)]` was told.
 pub(crate) struct Options {
     pub(crate) concurrency: Option<(u64, Span)>,
+    /// `concurrency = path`: a `fn(usize) -> usize` asked for the concurrency as the worker runs.
+    pub(crate) concurrency_modifier: Option<syn::ExprPath>,
+    /// `refresh_worker`: every job asks the platform for a fresh worker.
+    pub(crate) refresh_worker: bool,
+    /// `return_aggregate_stream`: a streaming job's final output is every item.
+    pub(crate) aggregate_stream: Option<Span>,
     /// Generate `fn main` (true) or `fn worker_main` (false).
     pub(crate) main: bool,
     pub(crate) test_input: Option<(String, Span)>,
@@ -30,6 +38,9 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             concurrency: None,
+            concurrency_modifier: None,
+            refresh_worker: false,
+            aggregate_stream: None,
             main: true,
             test_input: None,
             krate: attr::default_crate_path(),
@@ -63,6 +74,11 @@ pub(crate) enum ParamKind {
         by_ref: bool,
         mutable: Option<syn::Token![mut]>,
     },
+    /// `StreamSender<T>` or `&StreamSender<T>`: the handler streams its output.
+    Stream {
+        by_ref: bool,
+        mutable: Option<syn::Token![mut]>,
+    },
 }
 
 /// Parse the macro arguments into `Options`. Problems go to `errors`; the options then hold
@@ -80,8 +96,16 @@ pub(crate) fn options(attr: TokenStream, errors: &mut Errors) -> Options {
         krate: attr::crate_path(&args, errors),
         ..Options::default()
     };
-    if let Some(Value::Int(n, span)) = args.get("concurrency") {
-        options.concurrency = Some((*n, *span));
+    match args.get("concurrency") {
+        Some(Value::Int(n, span)) => options.concurrency = Some((*n, *span)),
+        Some(Value::Path(path)) => options.concurrency_modifier = Some(path.clone()),
+        _ => {}
+    }
+    if let Some(Value::Bool(on)) = args.get("refresh_worker") {
+        options.refresh_worker = *on;
+    }
+    if let Some(Value::Bool(true)) = args.get("return_aggregate_stream") {
+        options.aggregate_stream = Some(args.span_of("return_aggregate_stream"));
     }
     if let Some(Value::Bool(b)) = args.get("main") {
         options.main = *b;
@@ -118,6 +142,14 @@ pub(crate) fn handler(item: TokenStream) -> syn::Result<Handler> {
 /// input.
 pub(crate) fn classify(ty: &Type) -> ParamKind {
     match strip(ty) {
+        Type::Reference(r) if is_stream(&r.elem) => ParamKind::Stream {
+            by_ref: true,
+            mutable: r.mutability,
+        },
+        t if is_stream(t) => ParamKind::Stream {
+            by_ref: false,
+            mutable: None,
+        },
         Type::Reference(r) if is_job(&r.elem) => ParamKind::Context {
             by_ref: true,
             mutable: r.mutability,
@@ -130,6 +162,18 @@ pub(crate) fn classify(ty: &Type) -> ParamKind {
             mutable: None,
         },
         _ => ParamKind::Input,
+    }
+}
+
+/// A path whose last segment is `StreamSender<…>` (`StreamSender<T>`, `worker::StreamSender<T>`).
+fn is_stream(ty: &Type) -> bool {
+    match strip(ty) {
+        Type::Path(p) if p.qself.is_none() => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|seg| seg.ident == "StreamSender"),
+        _ => false,
     }
 }
 
@@ -160,6 +204,8 @@ mod tests {
                 ParamKind::State { .. } => "state",
                 ParamKind::Context { by_ref: true, .. } => "&job",
                 ParamKind::Context { by_ref: false, .. } => "job",
+                ParamKind::Stream { by_ref: true, .. } => "&stream",
+                ParamKind::Stream { by_ref: false, .. } => "stream",
             })
             .collect()
     }
@@ -183,6 +229,18 @@ mod tests {
                 fn f(s: &'static str, j: &::my_worker::Job, x: serde_json::Value) {}
             )),
             ["state", "&job", "input"]
+        );
+        assert_eq!(
+            kinds(quote!(
+                async fn f(x: Prompt, s: worker::StreamSender<String>, j: &Job) {}
+            )),
+            ["input", "stream", "&job"]
+        );
+        assert_eq!(
+            kinds(quote!(
+                fn f(s: &StreamSender<u8>, x: u8) {}
+            )),
+            ["&stream", "input"]
         );
         // `Job<T>` is not the context type.
         assert_eq!(

@@ -14,6 +14,8 @@ pub(crate) struct Roles<'a> {
     pub(crate) input: &'a Param,
     /// `T` of the state parameter `&T`, if there is one.
     pub(crate) state: Option<&'a Type>,
+    /// The handler streams (it takes a `StreamSender<T>`).
+    pub(crate) streams: bool,
 }
 
 pub(crate) fn validate<'a>(
@@ -50,6 +52,7 @@ pub(crate) fn validate<'a>(
     let mut inputs = Vec::new();
     let mut states = Vec::new();
     let mut contexts = Vec::new();
+    let mut streams = Vec::new();
     for param in &handler.params {
         match &param.kind {
             ParamKind::Input => inputs.push(param),
@@ -73,6 +76,15 @@ pub(crate) fn validate<'a>(
                     ));
                 }
                 contexts.push(param);
+            }
+            ParamKind::Stream { mutable, .. } => {
+                if let Some(m) = mutable {
+                    errors.push(syn::Error::new(
+                        m.span,
+                        "take the stream as `StreamSender<T>` or `&StreamSender<T>`, not `&mut`",
+                    ));
+                }
+                streams.push(param);
             }
         }
         if is_impl_trait(&param.ty) {
@@ -121,6 +133,20 @@ pub(crate) fn validate<'a>(
         ));
     }
 
+    for p in streams.iter().skip(1) {
+        errors.push(syn::Error::new_spanned(
+            &p.ty,
+            "a handler streams through one `StreamSender<T>`; remove this one (send every item \
+             through the first)",
+        ));
+    }
+    if let (Some(span), true) = (options.aggregate_stream, streams.is_empty()) {
+        errors.push(syn::Error::new(
+            span,
+            "`return_aggregate_stream` is for streaming handlers: add a `stream: \
+             worker::StreamSender<T>` parameter, or remove this argument",
+        ));
+    }
     match (inputs.first(), errors.is_empty()) {
         (Some(input), true) => Some(Roles {
             input,
@@ -128,6 +154,7 @@ pub(crate) fn validate<'a>(
                 ParamKind::State { reference } => Some(&*reference.elem),
                 _ => None,
             }),
+            streams: !streams.is_empty(),
         }),
         _ => None,
     }

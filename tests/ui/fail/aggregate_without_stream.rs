@@ -1,0 +1,4 @@
+#[worker::handler(return_aggregate_stream)]
+async fn echo(input: String) -> String {
+    input
+}
