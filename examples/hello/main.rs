@@ -1,0 +1,31 @@
+//! RunPod's "Hello World" worker, ported: it works for `SLEEP_TIME` seconds (default 3), saying
+//! so every second, and returns "Hello World".
+//!
+//! ```text
+//! cargo run --example hello                       # local test mode, built-in test input
+//! SLEEP_TIME=1 cargo run --example hello -- --test_input '{"input": {"name": "you"}}'
+//! ```
+//!
+//! The handler is a plain (sync) function: the worker runs it on a blocking thread, so sleeping
+//! here does not hold up the heartbeat or other jobs.
+
+use std::time::Duration;
+
+use worker::tracing::info;
+
+/// How long the worker pretends to work: `SLEEP_TIME` seconds, 3 by default.
+fn sleep_time() -> u64 {
+    std::env::var("SLEEP_TIME")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(3)
+}
+
+#[worker::handler(test_input = "examples/hello/test_input.json")]
+fn hello(_input: worker::Value) -> &'static str {
+    for _ in 0..sleep_time() {
+        info!("working, I promise");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    "Hello World"
+}

@@ -1,0 +1,89 @@
+//! The worker the end-to-end tests drive: each job's input says what to do, so one binary can
+//! succeed, fail, panic, be slow, or get input it cannot read.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use worker::{Job, Value};
+
+/// Externally tagged (`{"add": {"a": 1, "b": 2}}`), so input errors keep their JSON path.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    /// Return `value`.
+    Echo { value: Value },
+    /// Return an error whose source is an I/O error.
+    Fail { message: String },
+    /// Panic with `message`.
+    Panic { message: String },
+    /// Sleep `ms` milliseconds, then return `value`.
+    Sleep { ms: u64, value: Value },
+    /// Add two integers (a typed field to get wrong).
+    Add { a: i64, b: i64 },
+    /// Return a string of `bytes` bytes.
+    Big { bytes: usize },
+    /// Log each line (inside the job, so each carries the job id).
+    Log { lines: Vec<String> },
+}
+
+/// An error with a cause, to see the chain in the report.
+#[derive(Debug)]
+struct FixtureError {
+    message: String,
+    cause: std::io::Error,
+}
+
+impl std::fmt::Display for FixtureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FixtureError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+struct State {
+    greeting: String,
+}
+
+#[worker::init]
+fn init() -> Result<State, std::io::Error> {
+    if std::env::var_os("FIXTURE_INIT_FAIL").is_some() {
+        return Err(std::io::Error::other("the weights file is missing"));
+    }
+    if std::env::var_os("FIXTURE_INIT_PANIC").is_some() {
+        panic!("init exploded");
+    }
+    Ok(State {
+        greeting: "hi".into(),
+    })
+}
+
+#[worker::handler(concurrency = 2)]
+fn handle(action: Action, state: &State, job: &Job) -> Result<Value, FixtureError> {
+    match action {
+        Action::Echo { value } => Ok(value),
+        Action::Fail { message } => Err(FixtureError {
+            message,
+            cause: std::io::Error::other("the cause"),
+        }),
+        Action::Panic { message } => panic!("{message}"),
+        Action::Sleep { ms, value } => {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(value)
+        }
+        Action::Add { a, b } => {
+            Ok(worker::json!({ "sum": a + b, "greeting": state.greeting, "job": job.id() }))
+        }
+        Action::Big { bytes } => Ok(Value::String("x".repeat(bytes))),
+        Action::Log { lines } => {
+            for line in &lines {
+                worker::tracing::info!("{line}");
+            }
+            Ok(Value::Null)
+        }
+    }
+}
