@@ -1,5 +1,6 @@
 //! RunPod's "Hello World" worker, ported: it works for `SLEEP_TIME` seconds (default 3), saying
-//! so every second, and returns "Hello World".
+//! so every second (in the log, and as a progress update the client sees in `/status`), and
+//! returns "Hello World".
 //!
 //! ```text
 //! cargo run --example hello                       # local test mode, built-in test input
@@ -22,9 +23,11 @@ fn sleep_time() -> u64 {
 }
 
 #[worker::handler(test_input = "examples/hello/test_input.json")]
-fn hello(_input: worker::Value) -> &'static str {
-    for _ in 0..sleep_time() {
+fn hello(_input: worker::Value, job: &worker::Job) -> &'static str {
+    let seconds = sleep_time();
+    for done in 0..seconds {
         info!("working, I promise");
+        job.progress(&worker::json!({ "seconds_done": done, "seconds_total": seconds }));
         std::thread::sleep(Duration::from_secs(1));
     }
     "Hello World"

@@ -242,14 +242,20 @@ pub struct WorkerProcess {
     dir: PathBuf,
 }
 
-/// A built example's path (cargo builds examples for `cargo test`).
+/// A built example's path. `cargo test` builds the examples; a single test target alone
+/// (`cargo test --test e2e`) does not, so build them first with `cargo build --examples`.
 pub fn example(name: &str) -> PathBuf {
     let deps = std::env::current_exe().unwrap();
-    let profile_dir = deps.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join(name);
+    let path = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
     assert!(
         path.exists(),
-        "example {name} is not built at {}; run `cargo build --examples`",
+        "example {name} is not built at {}; run `cargo build --examples` first",
         path.display()
     );
     path

@@ -166,3 +166,69 @@ impl Control {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Records what was delivered; each progress post takes a while, like a slow network.
+    #[derive(Default)]
+    struct Recorder {
+        events: Mutex<Vec<String>>,
+    }
+
+    impl Outbound for Recorder {
+        fn progress(&self, _job_id: &str, body: Vec<u8>) -> BoxFuture<'_, ()> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.events
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8(body).unwrap());
+            })
+        }
+        fn chunk(&self, _job_id: &str, _body: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    #[tokio::test]
+    async fn no_progress_is_delivered_after_the_queue_closes_and_newest_wins() {
+        let recorder = Arc::new(Recorder::default());
+        let control = Arc::new(Control::default());
+        control.attach(recorder.clone(), false);
+        for step in 0..50 {
+            control.progress("j", format!("{step}").into_bytes());
+        }
+        control.close_progress().await;
+        recorder.events.lock().unwrap().push("final".into());
+        control.progress("j", b"late".to_vec());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let events = recorder.events.lock().unwrap().clone();
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("final"),
+            "{events:?}"
+        );
+        // Updates that were superseded before they could be posted were dropped.
+        assert!(events.len() < 10, "{events:?}");
+        assert!(!events.contains(&"late".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn cancellation_wakes_waiters() {
+        let control = Arc::new(Control::default());
+        let waiter = {
+            let control = control.clone();
+            tokio::spawn(async move { control.cancelled().await })
+        };
+        assert!(!control.is_cancelled());
+        control.cancel();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(control.is_cancelled());
+    }
+}

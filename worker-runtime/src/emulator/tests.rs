@@ -12,7 +12,8 @@ use crate::limits::Limits;
 use crate::shutdown;
 use crate::worker::{self, Concurrency, InFlight, LoopOptions};
 
-async fn post(url: &str, body: Value) -> Value {
+async fn post(url: impl reqwest::IntoUrl, body: Value) -> Value {
+    // A client per call: a shared one would outlive the test's runtime.
     let response = reqwest::Client::new()
         .post(url)
         .header("Content-Type", "application/json")
@@ -110,4 +111,318 @@ async fn futures_join(base: &str) -> Vec<String> {
             v["id"].as_str().unwrap().to_owned()
         })
         .collect()
+}
+
+/* ---- the loop's features against the emulator: streaming, progress, cancel, refresh, concurrency ---- */
+
+/// The loop running `handler` against a fresh emulator.
+struct Harness {
+    emulator: EmulatorHandle,
+    base: String,
+    trigger: shutdown::ShutdownTrigger,
+    loop_task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start<H: crate::handler::Handler>(handler: H, options: LoopOptions) -> Harness {
+        let emulator = emulator().await;
+        let cfg = emulator.platform_config("w-features").unwrap();
+        let client = crate::client::build(&cfg.api_key).unwrap();
+        let (trigger, stop) = shutdown::channel();
+        let loop_task = tokio::spawn(worker::run(
+            handler,
+            cfg,
+            client,
+            Arc::new(InFlight::default()),
+            options,
+            Limits::default(),
+            (trigger.clone(), stop),
+        ));
+        let base = emulator.endpoint_url();
+        Harness {
+            emulator,
+            base,
+            trigger,
+            loop_task,
+        }
+    }
+
+    async fn run(&self, input: Value) -> String {
+        let queued = post(&format!("{}/run", self.base), json!({ "input": input })).await;
+        queued["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Submit `n` jobs at once (one after the other would pace them by the request time).
+    async fn run_many(&self, n: usize, input: Value) -> Vec<String> {
+        let submit: Vec<_> = (0..n)
+            .map(|_| {
+                tokio::spawn(post(
+                    format!("{}/run", self.base),
+                    json!({ "input": input }),
+                ))
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in submit {
+            ids.push(task.await.unwrap()["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = reqwest::get(format!("{}/{path}", self.base)).await.unwrap();
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn status(&self, id: &str) -> Value {
+        self.get(&format!("status/{id}")).await
+    }
+
+    /// Poll `/status` until `done` holds (or panic after 10 s).
+    async fn wait(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.status(id).await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out; last status {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        self.wait(id, |s| {
+            ["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
+                .contains(&s["status"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(5), self.loop_task)
+            .await
+            .expect("the loop stops")
+            .unwrap();
+        self.emulator.shutdown().await;
+    }
+}
+
+fn options(concurrency: Concurrency) -> LoopOptions {
+    LoopOptions {
+        concurrency,
+        refresh_worker: false,
+        aggregate_stream: false,
+    }
+}
+
+fn streamer() -> impl crate::handler::Handler {
+    handler_fn(|n: u32, job: Job| async move {
+        let stream = crate::StreamSender::new(&job);
+        for i in 0..n {
+            stream.send(json!({ "token": i })).await?;
+        }
+        Ok::<_, crate::StreamError>(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_chunks_reach_the_client_and_the_final_output_is_empty() {
+    let h = Harness::start(streamer(), options(Concurrency::Fixed(1))).await;
+    let id = h.run(json!(3)).await;
+    let done = h.finished(&id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    // The emulator (like RunPod) shows a stream's chunks as its output when the final is `[]`.
+    assert_eq!(
+        done["output"],
+        json!([{"token": 0}, {"token": 1}, {"token": 2}])
+    );
+    let stream = h.get(&format!("stream/{id}")).await;
+    assert_eq!(
+        stream["stream"],
+        json!([{"output": {"token": 0}}, {"output": {"token": 1}}, {"output": {"token": 2}}])
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_mid_stream_fails_the_job_and_keeps_the_chunks_sent() {
+    let failing = handler_fn(|n: u32, job: Job| async move {
+        let stream = crate::StreamSender::new(&job);
+        for i in 0..n {
+            stream.send(i).await.map_err(|e| e.to_string())?;
+        }
+        Err::<(), _>(format!("ran out after {n}"))
+    });
+    let h = Harness::start(failing, options(Concurrency::Fixed(1))).await;
+    let id = h.run(json!(2)).await;
+    let done = h.finished(&id).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    let report: Value = serde_json::from_str(done["error"].as_str().unwrap()).unwrap();
+    assert_eq!(report["error_message"], "ran out after 2");
+    let stream = h.get(&format!("stream/{id}")).await;
+    assert_eq!(stream["stream"], json!([{"output": 0}, {"output": 1}]));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_streams_post_every_item_as_the_final_output() {
+    let mut opts = options(Concurrency::Fixed(1));
+    opts.aggregate_stream = true;
+    let h = Harness::start(streamer(), opts).await;
+    let id = h.run(json!(2)).await;
+    assert_eq!(
+        h.finished(&id).await["output"],
+        json!([{"token": 0}, {"token": 1}])
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_shows_while_running_and_never_replaces_the_result() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let progressing = handler_fn(move |_: Value, job: Job| {
+        let mut release = release_rx.clone();
+        async move {
+            job.progress(&json!({"step": 1}));
+            let _ = release.wait_for(|go| *go).await;
+            // A burst of updates right before returning: none may land after the result.
+            for step in 2..200 {
+                job.progress(&json!({ "step": step }));
+            }
+            Ok::<_, std::io::Error>(json!("final"))
+        }
+    });
+    let h = Harness::start(progressing, options(Concurrency::Fixed(1))).await;
+    let id = h.run(json!({})).await;
+    let running = h.wait(&id, |s| s["output"] == json!({"step": 1})).await;
+    assert_eq!(running["status"], "IN_PROGRESS");
+    release_tx.send(true).unwrap();
+    assert_eq!(h.finished(&id).await["output"], "final");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.status(&id).await["output"],
+        "final",
+        "a progress update arrived after the result"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_100ms_jobs_run_side_by_side() {
+    // Each job records when it ran; with 8 slots, all 8 run at the same time.
+    let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = spans.clone();
+    let sleeper = handler_fn(move |ms: u64, _job: Job| {
+        let seen = seen.clone();
+        async move {
+            let start = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            seen.lock()
+                .unwrap()
+                .push((start, std::time::Instant::now()));
+            Ok::<_, std::io::Error>(ms)
+        }
+    });
+    let h = Harness::start(sleeper, options(Concurrency::Fixed(8))).await;
+    let ids = h.run_many(8, json!(100)).await;
+    for id in &ids {
+        assert_eq!(h.finished(id).await["status"], "COMPLETED");
+    }
+    let spans = spans.lock().unwrap().clone();
+    let last_start = spans.iter().map(|s| s.0).max().unwrap();
+    let first_end = spans.iter().map(|s| s.1).min().unwrap();
+    let first_start = spans.iter().map(|s| s.0).min().unwrap();
+    let last_end = spans.iter().map(|s| s.1).max().unwrap();
+    let rel: Vec<_> = spans
+        .iter()
+        .map(|s| (s.0 - first_start, s.1 - first_start))
+        .collect();
+    assert!(
+        last_start < first_end,
+        "the 8 jobs did not all run at once: {rel:?}"
+    );
+    assert!(
+        last_end - first_start < Duration::from_millis(800),
+        "{:?}",
+        last_end - first_start
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamic_concurrency_raise_applies_while_jobs_run() {
+    fn four(_: usize) -> usize {
+        4
+    }
+    let sleeper = handler_fn(|ms: u64, _job: Job| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, std::io::Error>(ms)
+    });
+    let h = Harness::start(sleeper, options(Concurrency::Dynamic(four))).await;
+    let started = std::time::Instant::now();
+    let ids = h.run_many(4, json!(300)).await;
+    for id in &ids {
+        assert_eq!(h.finished(id).await["status"], "COMPLETED");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_one_of_two_running_jobs_stops_only_that_one() {
+    let finished = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = finished.clone();
+    let sleeper = handler_fn(move |ms: u64, job: Job| {
+        let seen = seen.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            seen.lock().unwrap().push(job.id().to_owned());
+            Ok::<_, std::io::Error>(ms)
+        }
+    });
+    let h = Harness::start(sleeper, options(Concurrency::Fixed(2))).await;
+    let doomed = h.run(json!(1500)).await;
+    let kept = h.run(json!(700)).await;
+    h.wait(&doomed, |s| s["status"] == "IN_PROGRESS").await;
+    h.wait(&kept, |s| s["status"] == "IN_PROGRESS").await;
+    let cancelled = post(&format!("{}/cancel/{doomed}", h.base), json!({})).await;
+    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+    assert_eq!(h.finished(&kept).await["status"], "COMPLETED");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(h.status(&doomed).await["status"], "CANCELLED");
+    assert_eq!(
+        *finished.lock().unwrap(),
+        vec![kept],
+        "the cancelled handler must not run to the end"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_request_posts_stop_pod_and_ends_the_loop() {
+    let refresher = handler_fn(|input: Value, job: Job| async move {
+        if input == json!("refresh") {
+            job.refresh_worker();
+        }
+        Ok::<_, std::io::Error>(input)
+    });
+    let h = Harness::start(refresher, options(Concurrency::Fixed(1))).await;
+    let plain = h.run(json!("plain")).await;
+    assert_eq!(h.finished(&plain).await["output"], "plain");
+    let refresh = h.run(json!("refresh")).await;
+    assert_eq!(h.finished(&refresh).await["output"], "refresh");
+    tokio::time::timeout(Duration::from_secs(5), h.loop_task)
+        .await
+        .expect("the loop ends after a refresh")
+        .unwrap();
+    h.emulator.shutdown().await;
 }

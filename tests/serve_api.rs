@@ -1,0 +1,151 @@
+//! `--rp_serve_api`: a worker binary serves RunPod's API itself and runs its production loop
+//! against it. Driven over HTTP like a user with curl would.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::example;
+
+mod support;
+
+/// The example running with `--rp_serve_api` on a free port; killed on drop.
+struct Served {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Served {
+    async fn start(name: &str, env: &[(&str, &str)]) -> Served {
+        // The workspace's reqwest has no built-in TLS provider; the worker installs ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(example(name))
+            .args(["--rp_serve_api", "--rp_api_port", &port.to_string()])
+            .env_remove("RUNPOD_WEBHOOK_GET_JOB")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let served = Served {
+            child,
+            base: format!("http://127.0.0.1:{port}/v2/local"),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while served
+            .client
+            .get(format!("{}/health", served.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the worker's local API did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        served
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.client.request(method, format!("{}/{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_example_streams_through_its_own_local_api() {
+    let served = Served::start("stream", &[("TOKEN_DELAY_MS", "20")]).await;
+    let queued = served
+        .call(
+            reqwest::Method::POST,
+            "run",
+            Some(json!({"input": {"prompt": "the", "max_tokens": 5}})),
+        )
+        .await;
+    let id = queued["id"].as_str().unwrap().to_owned();
+    let mut words = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = served
+            .call(reqwest::Method::GET, &format!("stream/{id}"), None)
+            .await;
+        let chunks = page["stream"].as_array().unwrap();
+        words.extend(
+            chunks
+                .iter()
+                .map(|c| c["output"].as_str().unwrap().to_owned()),
+        );
+        if page["status"] == "COMPLETED" && chunks.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stream did not end: {page}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(words, ["worker", "posts", "the", "job", "from"]);
+    let status = served
+        .call(reqwest::Method::GET, &format!("status/{id}"), None)
+        .await;
+    assert_eq!(
+        status["output"],
+        json!(["worker", "posts", "the", "job", "from"]),
+        "aggregate stream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_reports_progress_while_it_works() {
+    let served = Served::start("hello", &[("SLEEP_TIME", "2")]).await;
+    let queued = served
+        .call(reqwest::Method::POST, "run", Some(json!({"input": {}})))
+        .await;
+    let id = queued["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut progress = Vec::new();
+    let done = loop {
+        let status = served
+            .call(reqwest::Method::GET, &format!("status/{id}"), None)
+            .await;
+        if status["status"] == "IN_PROGRESS"
+            && !status["output"].is_null()
+            && progress.last() != Some(&status["output"])
+        {
+            progress.push(status["output"].clone());
+        }
+        if status["status"] == "COMPLETED" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "hello did not finish: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["output"], "Hello World");
+    assert_eq!(
+        progress.first(),
+        Some(&json!({"seconds_done": 0, "seconds_total": 2})),
+        "{progress:?}"
+    );
+    let health = served.call(reqwest::Method::GET, "health", None).await;
+    assert_eq!(health["jobs"]["completed"], 1, "{health}");
+}
