@@ -224,98 +224,78 @@ where
     }
 }
 
-/// (a) `runpod.Endpoint` against the emulator, with a reqwest worker that echoes, streams and
-/// holds jobs until they are stopped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_client_against_the_emulator() {
-    let python = python_or_skip!();
-    let emulator = emulator().await;
-    let worker = tokio::spawn(fake_worker(emulator.endpoint_url()));
-    let url = emulator.url().to_owned();
-    let home = scratch_home("client");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script("client.py"))
-            .env("EMULATOR_URL", url)
-            .env("ENDPOINT_ID", "local")
-            .env("API_KEY", "py-key")
-            .env("HOME", home)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    worker.abort();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+/// One of the repository's example workers (built by `cargo test --workspace`), serving
+/// `emulator` as a real process.
+fn example_worker(emulator: &EmulatorHandle, name: &str, env: &[(&str, &str)]) -> Process {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "example {name} is not built at {}; run `cargo build --examples` (or `cargo test --workspace`)",
+        path.display()
     );
-    assert!(out.status.success(), "client.py failed:\n{text}");
-    assert!(text.contains("all client checks passed"), "{text}");
-    emulator.shutdown().await;
+    let log =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(path)
+        .process_group(0)
+        .envs(emulator.worker_env(name))
+        .envs(env.iter().copied())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("the example starts");
+    Process { child, log }
 }
 
-/// A single-slot worker over reqwest: `{"echo": input}`; `input.stream` items as chunks;
-/// `input.hold` held until job-stop lists it.
-async fn fake_worker(endpoint: String) {
-    let http = reqwest::Client::new();
-    let get = |path: String| {
-        http.get(format!("{endpoint}/{path}"))
-            .header("Authorization", "py-key")
-            .send()
-    };
-    let post = |path: String, body: Value| {
-        http.post(format!("{endpoint}/{path}"))
-            .header("Authorization", "py-key")
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.to_string())
-            .send()
-    };
-    loop {
-        let response = get("job-take/fake?gpu=local&job_in_progress=0".into())
-            .await
-            .unwrap();
-        if response.status() != StatusCode::OK {
-            continue;
-        }
-        let job: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-        let id = job["id"].as_str().unwrap().to_owned();
-        let input = &job["input"];
-        if input["hold"] == true {
-            loop {
-                let response = get("job-stop/fake?gpu=local".into()).await.unwrap();
-                if response.status() == StatusCode::OK {
-                    let stop: Value =
-                        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-                    if stop["jobsToStop"].as_array().unwrap().contains(&json!(id)) {
-                        break;
-                    }
-                }
-            }
-        } else if let Some(items) = input["stream"].as_array() {
-            for item in items {
-                post(
-                    format!("job-stream/fake/{id}?gpu=local&isStream=false"),
-                    json!({ "output": item }),
-                )
-                .await
-                .unwrap();
-            }
-            post(
-                format!("job-done/fake/{id}?gpu=local&isStream=true"),
-                json!({"output": []}),
-            )
-            .await
-            .unwrap();
-        } else {
-            post(
-                format!("job-done/fake/{id}?gpu=local&isStream=false"),
-                json!({ "output": { "echo": input } }),
-            )
-            .await
-            .unwrap();
-        }
+/// (a) `runpod.Endpoint` against the emulator, with our `echo`, `stream` and `hello` examples
+/// serving it: run_sync, run, output, status, stream, health, purge_queue and cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_against_our_examples() {
+    let python = python_or_skip!();
+    for (example, env) in [
+        ("echo", &[][..]),
+        ("stream", &[("TOKEN_DELAY_MS", "20")][..]),
+        ("hello", &[("SLEEP_TIME", "2")][..]),
+    ] {
+        let emulator = emulator().await;
+        let worker = example_worker(&emulator, example, env);
+        let (python, url, home) = (
+            python.clone(),
+            emulator.url().to_owned(),
+            scratch_home(example),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(python)
+                .arg(script("client.py"))
+                .env("EMULATOR_URL", url)
+                .env("ENDPOINT_ID", "local")
+                .env("API_KEY", "py-key")
+                .env("CHECKS", example)
+                .env("HOME", home)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("all client checks passed"),
+            "client.py against {example} failed:\n{text}\n--- worker log ---\n{}",
+            worker.log()
+        );
+        drop(worker);
+        emulator.shutdown().await;
     }
 }
 
