@@ -320,3 +320,57 @@ async fn catalogue_of_bad_inputs_and_outputs() {
         }
     }
 }
+
+/// Streaming jobs through faults on job-stream and job-done: every chunk arrives once and in
+/// order (a lost answer is the one case a chunk can repeat, so it is not injected here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_chunks_arrive_once_and_in_order_through_faults() {
+    const JOBS: usize = 40;
+    const CHUNKS: u64 = 10;
+    let mut faults = Faults::new(77).slow_max(Duration::from_millis(20));
+    for route in [Route::JobStream, Route::JobDone] {
+        for kind in [
+            FaultKind::TooManyRequests,
+            FaultKind::InternalError,
+            FaultKind::BadGateway,
+            FaultKind::Unavailable,
+            FaultKind::Reset,
+            FaultKind::Slow,
+        ] {
+            faults = faults.rate(route, kind, 0.03);
+        }
+    }
+    let platform = Platform::start_with(support::builder().faults(Some(faults))).await;
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_stream-fixture"));
+    let mut worker = WorkerProcess::spawn(&bin, &platform.env(), &[]);
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        ids.push(platform.submit(json!({ "input": CHUNKS })).await);
+    }
+    let expected: Vec<u64> = (0..CHUNKS).collect();
+    for id in &ids {
+        let status = platform.finished(id, Duration::from_secs(30)).await;
+        assert_eq!(status["status"], "COMPLETED", "{status}");
+        assert_eq!(status["output"], json!(expected), "{status}");
+    }
+    let reqs = platform.requests();
+    for id in &ids {
+        let answered: Vec<u64> = reqs
+            .iter()
+            .filter(|r| r.path.contains("/job-stream/") && r.last_segment() == id)
+            .filter(|r| r.fault.as_deref().is_none_or(|f| f == "slow"))
+            .map(|r| support::json(r)["output"].as_u64().unwrap())
+            .collect();
+        assert_eq!(answered, expected, "job {id}");
+    }
+    assert!(
+        count(&reqs, "/job-stream/", None) > JOBS * CHUNKS as usize,
+        "faults were injected"
+    );
+    let stats = platform.handle.stats();
+    assert_eq!(
+        (stats.completed, stats.conflicting_finals),
+        (JOBS as u64, 0)
+    );
+    assert!(worker.is_running());
+}
