@@ -1098,3 +1098,62 @@ async fn the_recorder_keeps_worker_requests_only() {
     assert!(emu.handle.worker_requests().is_empty());
     emu.handle.shutdown().await;
 }
+
+/// `runpod-emulator --log-requests` prints one line per worker request, with the injected
+/// fault, and never the Authorization value.
+#[test]
+fn the_binary_logs_worker_requests_without_the_key() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runpod-emulator"))
+        .args([
+            "--port",
+            "0",
+            "--api-key",
+            "sekrit-key-123",
+            "--log-requests",
+        ])
+        .args(["--fault", "take:503=1", "--fault-seed", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let endpoint = loop {
+        let line = lines.next().expect("the emulator prints its URL").unwrap();
+        if let Some(url) = line.strip_prefix("RunPod emulator listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    let (host, path) = endpoint
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET /{path}/job-take/w1?gpu=x&job_in_progress=0 HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: sekrit-key-123\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let logged = loop {
+        let line = lines.next().expect("a request line").unwrap();
+        if line.contains("emulator: GET") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        logged.ends_with(&format!(
+            "emulator: GET /{path}/job-take/w1?gpu=x&job_in_progress=0 -> 503 (injected: 503)"
+        )),
+        "{logged}"
+    );
+    assert!(!logged.contains("sekrit"));
+}

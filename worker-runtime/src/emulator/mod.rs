@@ -26,6 +26,12 @@
 //! `webhook` (one POST of the final status body, retried twice), cancellation (the worker learns
 //! it through job-stop), and lost workers (a job whose worker is not heard from for the worker
 //! timeout is re-queued once, then TIMED_OUT).
+//!
+//! For tests of workers, the emulator can record every worker request
+//! ([`EmulatorBuilder::record_requests`], [`EmulatorHandle::worker_requests`]), log them
+//! ([`EmulatorBuilder::log_requests`]), inject seeded faults on the worker routes
+//! ([`EmulatorBuilder::faults`], [`Faults`]), and count final results posted twice
+//! ([`EmulatorHandle::stats`]).
 
 mod client_api;
 mod faults;
