@@ -966,16 +966,22 @@ async fn an_injected_reset_is_a_transport_error_and_reset_after_still_processes(
         (1, 2, 1)
     );
     assert_eq!(stats.faults_injected, 2);
-    let dones: Vec<Option<String>> = emu
+    let dones: Vec<(Option<String>, Option<u16>)> = emu
         .handle
         .worker_requests()
         .into_iter()
         .filter(|r| r.path.contains("/job-done/"))
-        .map(|r| r.fault)
+        .map(|r| (r.fault, r.answer))
         .collect();
+    // The recorder notes what the emulator answered, even when a reset lost it.
     assert_eq!(
         dones,
-        [Some("reset".into()), Some("reset-after".into()), None, None]
+        [
+            (Some("reset".into()), None),
+            (Some("reset-after".into()), Some(200)),
+            (None, Some(200)),
+            (None, Some(200))
+        ]
     );
     emu.handle.shutdown().await;
 }

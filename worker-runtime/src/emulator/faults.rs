@@ -347,6 +347,10 @@ pub struct RecordedRequest {
     pub body: Vec<u8>,
     /// The injected fault's name (`503`, `reset`, `fail-done`, …), if any.
     pub fault: Option<String>,
+    /// The status the emulator's handler answered, even when an injected reset then lost it;
+    /// `None` while the request is still being handled, or when it was not handled at all
+    /// (an injected status, a reset before processing, a malformed job-take answer).
+    pub answer: Option<u16>,
 }
 
 impl RecordedRequest {
@@ -407,6 +411,7 @@ impl fmt::Debug for RecordedRequest {
             .field("headers", &headers)
             .field("body", &String::from_utf8_lossy(&self.body))
             .field("fault", &self.fault)
+            .field("answer", &self.answer)
             .finish()
     }
 }
@@ -469,6 +474,14 @@ impl Decision {
     }
 }
 
+/// The recorded requests; `generation` changes when they are cleared, so a late answer is not
+/// written into another request's entry.
+#[derive(Debug, Default)]
+struct Recorded {
+    requests: Vec<RecordedRequest>,
+    generation: u64,
+}
+
 /// The recorder, request log and fault plan of one emulator.
 #[derive(Debug, Default)]
 pub(crate) struct Instrument {
@@ -477,7 +490,7 @@ pub(crate) struct Instrument {
     record: AtomicBool,
     log: AtomicBool,
     faults: Mutex<Option<Active>>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<Recorded>,
     injected: AtomicU64,
 }
 
@@ -496,7 +509,7 @@ impl Instrument {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
+    fn lock_requests(&self) -> MutexGuard<'_, Recorded> {
         self.requests.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -515,11 +528,22 @@ impl Instrument {
     }
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock_requests().clone()
+        self.lock_requests().requests.clone()
     }
 
     pub(crate) fn clear_requests(&self) {
-        self.lock_requests().clear();
+        let mut recorded = self.lock_requests();
+        recorded.requests.clear();
+        recorded.generation += 1;
+    }
+
+    fn set_answer(&self, (index, generation): (usize, u64), status: StatusCode) {
+        let mut recorded = self.lock_requests();
+        if recorded.generation == generation
+            && let Some(request) = recorded.requests.get_mut(index)
+        {
+            request.answer = Some(status.as_u16());
+        }
     }
 
     pub(crate) fn injected(&self) -> u64 {
@@ -588,13 +612,16 @@ pub(crate) async fn instrument(State(app): State<Arc<App>>, req: Request, next: 
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let method = req.method().to_string();
+    let mut entry = None;
     let req = if ins.record.load(Ordering::Relaxed) {
         let (parts, body) = req.into_parts();
         let body = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
             Ok(bytes) => bytes,
             Err(_) => Bytes::new(),
         };
-        ins.lock_requests().push(RecordedRequest {
+        let mut recorded = ins.lock_requests();
+        entry = Some((recorded.requests.len(), recorded.generation));
+        recorded.requests.push(RecordedRequest {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
@@ -610,7 +637,9 @@ pub(crate) async fn instrument(State(app): State<Arc<App>>, req: Request, next: 
                 .collect(),
             body: body.to_vec(),
             fault: decision.map(|d| d.name().to_owned()),
+            answer: None,
         });
+        drop(recorded);
         Request::from_parts(parts, Body::from(body))
     } else {
         req
@@ -624,11 +653,19 @@ pub(crate) async fn instrument(State(app): State<Arc<App>>, req: Request, next: 
         // through FaultyListener), a 503 stands in for the reset.
         crate::emulator::error(StatusCode::SERVICE_UNAVAILABLE, "injected fault: reset")
     };
+    // Run the real handler, noting its answer in the recorded request.
+    let handle = |req: Request| async move {
+        let response = next.run(req).await;
+        if let Some(entry) = entry {
+            ins.set_answer(entry, response.status());
+        }
+        response
+    };
     let response = match decision {
-        None => next.run(req).await,
+        None => handle(req).await,
         Some(Decision::Delay(delay)) => {
             tokio::time::sleep(delay).await;
-            next.run(req).await
+            handle(req).await
         }
         Some(Decision::FailDone(n, limit)) => crate::emulator::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -637,7 +674,7 @@ pub(crate) async fn instrument(State(app): State<Arc<App>>, req: Request, next: 
         Some(Decision::Kind(kind)) => match kind {
             FaultKind::Reset => reset(&kill),
             FaultKind::ResetAfter => {
-                let _ = next.run(req).await;
+                let _ = handle(req).await;
                 reset(&kill)
             }
             FaultKind::NotJson => (
@@ -648,7 +685,7 @@ pub(crate) async fn instrument(State(app): State<Arc<App>>, req: Request, next: 
                 .into_response(),
             FaultKind::MissingId => malformed(&path, json!({"input": {"injected": true}})),
             FaultKind::MissingInput => malformed(&path, json!({"id": "injected-no-input"})),
-            FaultKind::BadBatchItems => bad_batch(next.run(req).await).await,
+            FaultKind::BadBatchItems => bad_batch(handle(req).await).await,
             status_kind => {
                 let status = status_kind
                     .status()
