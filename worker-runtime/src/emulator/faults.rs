@@ -334,6 +334,7 @@ impl Faults {
 /// [`EmulatorBuilder::record_requests`](super::EmulatorBuilder::record_requests)), including
 /// attempts that got an injected fault.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordedRequest {
     /// `GET` or `POST`.
     pub method: String,
