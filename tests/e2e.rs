@@ -1,12 +1,13 @@
 //! End-to-end: real worker binaries (the examples and a fixture worker) run their production
-//! loop against a stand-in RunPod platform on loopback; the tests check what went over the wire.
+//! loop against the local RunPod emulator on loopback; jobs are submitted through its client
+//! API, and the tests check what went over the wire with its request recorder.
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{API_KEY, Platform, WorkerProcess, example, fixture, run_local};
+use support::{API_KEY, Platform, WorkerProcess, example, fixture, json, run_local};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -26,19 +27,27 @@ fn error_report(body: &Value) -> Value {
     serde_json::from_str(body["error"].as_str().expect("`error` is a JSON string")).unwrap()
 }
 
+/// Whether a take was made while a job was in progress (the job has started).
+fn a_job_runs(reqs: &[support::RecordedRequest]) -> Option<()> {
+    reqs.iter()
+        .any(|r| r.path.contains("/job-take") && r.param("job_in_progress") == Some("1"))
+        .then_some(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_posts_the_output_with_the_platforms_headers() {
     let platform = Platform::start().await;
     let _worker = WorkerProcess::spawn(&example("echo"), &platform.env(), &[]);
-    platform
-        .push(json!({"id": "job-1", "input": {"a": 1, "text": "héllo ✓"}, "webhook": "ignored"}));
-    let done = platform.done("job-1").await;
+    let id = platform
+        .submit(json!({"input": {"a": 1, "text": "héllo ✓"}}))
+        .await;
+    let done = platform.done(&id).await;
 
     assert_eq!(
-        done.body.as_ref(),
+        done.body,
         "{\"output\":{\"a\":1,\"text\":\"héllo ✓\"}}".as_bytes()
     );
-    assert_eq!(done.query, "gpu=TEST&isStream=false");
+    assert_eq!(done.query, "gpu=local&isStream=false");
     assert_eq!(
         done.header("authorization"),
         Some(API_KEY),
@@ -48,22 +57,28 @@ async fn echo_posts_the_output_with_the_platforms_headers() {
         done.header("content-type"),
         Some("application/x-www-form-urlencoded")
     );
-    assert_eq!(done.header("x-request-id"), Some("job-1"));
+    assert_eq!(done.header("charset"), Some("utf-8"));
+    assert_eq!(done.header("x-request-id"), Some(id.as_str()));
     let take = platform
         .requests()
         .into_iter()
-        .find(|r| r.path == "/v2/ep/job-take/w42")
+        .find(|r| r.path == platform.path("job-take"))
         .unwrap();
-    assert_eq!(take.query, "gpu=TEST&job_in_progress=0");
+    assert_eq!(take.query, "gpu=local&job_in_progress=0");
     assert_eq!(take.header("authorization"), Some(API_KEY));
+    let status = platform.finished(&id, LONG).await;
+    assert_eq!(status["status"], "COMPLETED");
+    assert_eq!(status["output"], json!({"a": 1, "text": "héllo ✓"}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returned_error_is_reported_with_its_chain_and_the_worker_keeps_going() {
     let platform = Platform::start().await;
     let _worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
-    platform.push(json!({"id": "bad-1", "input": {"fail": {"message": "the GPU is sulking"}}}));
-    let body = platform.done("bad-1").await.json();
+    let id = platform
+        .submit(json!({"input": {"fail": {"message": "the GPU is sulking"}}}))
+        .await;
+    let body = json(&platform.done(&id).await);
     let report = error_report(&body);
     // The report's fields come in the Python SDK's order.
     let raw = body["error"].as_str().unwrap();
@@ -89,17 +104,25 @@ async fn a_returned_error_is_reported_with_its_chain_and_the_worker_keeps_going(
     assert_eq!(report["hostname"], "host-7");
     assert_eq!(report["worker_id"], "w42");
     assert_eq!(report["runpod_version"], env!("CARGO_PKG_VERSION"));
+    // The client sees the job FAILED with the report string as is.
+    let status = platform.finished(&id, LONG).await;
+    assert_eq!(status["status"], "FAILED");
+    assert_eq!(status["error"], raw);
 
-    platform.push(json!({"id": "ok-2", "input": {"echo": {"value": 5}}}));
-    assert_eq!(platform.done("ok-2").await.json(), json!({"output": 5}));
+    let ok = platform
+        .submit(json!({"input": {"echo": {"value": 5}}}))
+        .await;
+    assert_eq!(json(&platform.done(&ok).await), json!({"output": 5}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_fails_only_its_job() {
     let platform = Platform::start().await;
     let _worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
-    platform.push(json!({"id": "p-1", "input": {"panic": {"message": "index out of range"}}}));
-    let report = error_report(&platform.done("p-1").await.json());
+    let id = platform
+        .submit(json!({"input": {"panic": {"message": "index out of range"}}}))
+        .await;
+    let report = error_report(&json(&platform.done(&id).await));
     assert_eq!(report["error_type"], "panic");
     assert_eq!(report["error_message"], "index out of range");
     let traceback = report["error_traceback"].as_str().unwrap();
@@ -108,10 +131,12 @@ async fn a_panic_fails_only_its_job() {
         "{traceback}"
     );
 
-    platform.push(json!({"id": "after", "input": {"add": {"a": 2, "b": 3}}}));
+    let after = platform
+        .submit(json!({"input": {"add": {"a": 2, "b": 3}}}))
+        .await;
     assert_eq!(
-        platform.done("after").await.json(),
-        json!({"output": {"sum": 5, "greeting": "hi", "job": "after"}})
+        json(&platform.done(&after).await),
+        json!({"output": {"sum": 5, "greeting": "hi", "job": after}})
     );
 }
 
@@ -119,15 +144,17 @@ async fn a_panic_fails_only_its_job() {
 async fn bad_input_fails_the_job_with_the_json_path() {
     let platform = Platform::start().await;
     let _worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
-    platform.push(json!({"id": "in-1", "input": {"add": {"a": "two", "b": 3}}}));
-    let report = error_report(&platform.done("in-1").await.json());
+    let id = platform
+        .submit(json!({"input": {"add": {"a": "two", "b": 3}}}))
+        .await;
+    let report = error_report(&json(&platform.done(&id).await));
     assert_eq!(report["error_type"], "InvalidInput");
     assert_eq!(
         report["error_message"],
         "input.add.a: invalid type: string \"two\", expected i64"
     );
-    platform.push(json!({"id": "in-2", "input": {"fly": {}}}));
-    let report = error_report(&platform.done("in-2").await.json());
+    let id = platform.submit(json!({"input": {"fly": {}}})).await;
+    let report = error_report(&json(&platform.done(&id).await));
     let message = report["error_message"].as_str().unwrap();
     assert!(
         message.starts_with("input: unknown variant `fly`, expected one of"),
@@ -144,59 +171,53 @@ async fn job_in_progress_and_pings_carry_the_running_job() {
         &[],
     );
     // Concurrency 2: two free slots ask for a batch of two.
+    let batch_path = platform.path("job-take-batch");
     let first_take = platform
         .wait_for(LONG, "a batch take", |reqs| {
-            reqs.iter()
-                .find(|r| r.path == "/v2/ep/job-take-batch/w42")
-                .cloned()
+            reqs.iter().find(|r| r.path == batch_path).cloned()
         })
         .await;
-    assert_eq!(first_take.query, "gpu=TEST&batch_size=2&job_in_progress=0");
+    assert_eq!(first_take.query, "gpu=local&batch_size=2&job_in_progress=0");
 
-    platform.push(json!({"id": "slow-1", "input": {"sleep": {"ms": 800, "value": "done"}}}));
+    let id = platform
+        .submit(json!({"input": {"sleep": {"ms": 800, "value": "done"}}}))
+        .await;
     // While it runs, the one free slot asks with the single-job URL and job_in_progress=1 ...
+    let take_path = platform.path("job-take");
     let busy_take = platform
         .wait_for(LONG, "a take with job_in_progress=1", |reqs| {
             reqs.iter()
-                .find(|r| {
-                    r.path == "/v2/ep/job-take/w42"
-                        && r.param("job_in_progress").as_deref() == Some("1")
-                })
+                .find(|r| r.path == take_path && r.param("job_in_progress") == Some("1"))
                 .cloned()
         })
         .await;
-    assert_eq!(busy_take.query, "gpu=TEST&job_in_progress=1");
+    assert_eq!(busy_take.query, "gpu=local&job_in_progress=1");
     // ... and the heartbeat names it.
+    let ping_path = platform.path("ping");
     let ping = platform
-        .wait_for(LONG, "a ping naming slow-1", |reqs| {
+        .wait_for(LONG, "a ping naming the job", |reqs| {
             reqs.iter()
-                .find(|r| {
-                    r.path == "/v2/ep/ping/w42" && r.param("job_id").as_deref() == Some("slow-1")
-                })
+                .find(|r| r.path == ping_path && r.param("job_id") == Some(id.as_str()))
                 .cloned()
         })
         .await;
     assert_eq!(
         ping.query,
         format!(
-            "gpu=TEST&job_id=slow-1&runpod_version={}",
+            "gpu=local&job_id={id}&runpod_version={}",
             env!("CARGO_PKG_VERSION")
         )
     );
     assert_eq!(ping.header("authorization"), Some(API_KEY));
-    assert_eq!(
-        platform.done("slow-1").await.json(),
-        json!({"output": "done"})
-    );
+    assert_eq!(json(&platform.done(&id).await), json!({"output": "done"}));
     // Idle again: pings carry no job id.
+    let done_path = format!("{}/{id}", platform.path("job-done"));
     platform
         .wait_for(LONG, "an idle ping after the job", |reqs| {
-            let done_at = reqs
-                .iter()
-                .position(|r| r.path.ends_with("/job-done/w42/slow-1"))?;
+            let done_at = reqs.iter().position(|r| r.path == done_path)?;
             reqs[done_at..]
                 .iter()
-                .find(|r| r.path == "/v2/ep/ping/w42" && r.param("job_id").is_none())
+                .find(|r| r.path == ping_path && r.param("job_id").is_none())
                 .cloned()
         })
         .await;
@@ -206,11 +227,19 @@ async fn job_in_progress_and_pings_carry_the_running_job() {
 async fn two_jobs_run_at_once_with_concurrency_two() {
     let platform = Platform::start().await;
     let _worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
+    // Wait until the worker is asking for jobs, so both are there for one batch take.
+    platform
+        .wait_for(LONG, "a take", |reqs| reqs.first().cloned())
+        .await;
     let started = std::time::Instant::now();
-    platform.push(json!({"id": "c-1", "input": {"sleep": {"ms": 700, "value": 1}}}));
-    platform.push(json!({"id": "c-2", "input": {"sleep": {"ms": 700, "value": 2}}}));
-    assert_eq!(platform.done("c-1").await.json(), json!({"output": 1}));
-    assert_eq!(platform.done("c-2").await.json(), json!({"output": 2}));
+    let a = platform
+        .submit(json!({"input": {"sleep": {"ms": 700, "value": 1}}}))
+        .await;
+    let b = platform
+        .submit(json!({"input": {"sleep": {"ms": 700, "value": 2}}}))
+        .await;
+    assert_eq!(json(&platform.done(&a).await), json!({"output": 1}));
+    assert_eq!(json(&platform.done(&b).await), json!({"output": 2}));
     assert!(
         started.elapsed() < Duration::from_millis(1400),
         "sync handlers should run in parallel"
@@ -230,12 +259,12 @@ async fn init_failure_reports_unhealthy_and_exits_nonzero() {
     let ping = platform
         .requests()
         .into_iter()
-        .find(|r| r.path == "/v2/ep/ping/w42")
+        .find(|r| r.path == platform.path("ping"))
         .expect("an unhealthy ping");
-    assert_eq!(ping.param("status").as_deref(), Some("unhealthy"));
-    assert_eq!(ping.param("check").as_deref(), Some("init"));
+    assert_eq!(ping.param("status"), Some("unhealthy"));
+    assert_eq!(ping.param("check"), Some("init"));
     assert_eq!(
-        ping.param("reason").as_deref(),
+        ping.param("reason"),
         Some("std%3A%3Aio%3A%3Aerror%3A%3AError%3A%20the%20weights%20file%20is%20missing")
     );
     assert!(
@@ -274,23 +303,30 @@ async fn init_panic_exits_nonzero_with_the_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_running_job_finish_and_post() {
-    let platform = Platform::start().await;
+    // A 30 s long-poll: the worker must abort it rather than wait it out.
+    let platform =
+        Platform::start_with(support::builder().take_timeout(Duration::from_secs(30))).await;
     let mut worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
-    platform.push(json!({"id": "t-1", "input": {"sleep": {"ms": 600, "value": "finished"}}}));
-    platform
-        .wait_for(LONG, "the job to start", |reqs| {
-            reqs.iter()
-                .any(|r| r.param("job_in_progress").as_deref() == Some("1"))
-                .then_some(())
-        })
+    let id = platform
+        .submit(json!({"input": {"sleep": {"ms": 600, "value": "finished"}}}))
         .await;
+    platform
+        .wait_for(LONG, "the job to start", a_job_runs)
+        .await;
+    let signalled = std::time::Instant::now();
     worker.signal("TERM");
     let status = worker.exit(LONG).await;
     assert_eq!(status.code(), Some(0), "{}", worker.stdout());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the job-take long-poll was not aborted: {:?}",
+        signalled.elapsed()
+    );
     assert_eq!(
-        platform.done("t-1").await.json(),
+        json(&platform.done(&id).await),
         json!({"output": "finished"})
     );
+    assert_eq!(platform.status(&id).await["status"], "COMPLETED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,10 +337,11 @@ async fn json_logs_carry_the_job_id_and_never_the_api_key() {
         &[("RUNPOD_ENDPOINT_ID", "ep"), ("RUNPOD_LOG_LEVEL", "TRACE")],
     );
     let mut worker = WorkerProcess::spawn(&fixture(), &env, &[]);
-    platform.push(
-        json!({"id": "log-1", "input": {"log": {"lines": ["from the handler"]}}, "batchId": "b-9"}),
-    );
-    platform.done("log-1").await;
+    // The emulator hands the worker every field of the request, `batchId` included.
+    let id = platform
+        .submit(json!({"input": {"log": {"lines": ["from the handler"]}}, "batchId": "b-9"}))
+        .await;
+    platform.done(&id).await;
     worker.signal("TERM");
     worker.exit(LONG).await;
     let stdout = worker.stdout();
@@ -318,12 +355,12 @@ async fn json_logs_carry_the_job_id_and_never_the_api_key() {
         .expect("the handler's line");
     assert_eq!(
         line,
-        &json!({"requestId": "log-1", "message": "[batchId=b-9] from the handler", "level": "INFO"})
+        &json!({"requestId": id, "message": "[batchId=b-9] from the handler", "level": "INFO"})
     );
     assert!(
         lines
             .iter()
-            .any(|l| l["requestId"] == "log-1" && l["message"] == "[batchId=b-9] Started.")
+            .any(|l| l["requestId"] == id.as_str() && l["message"] == "[batchId=b-9] Started.")
     );
     assert!(
         !stdout.contains(API_KEY) && !worker.stderr().contains(API_KEY),
@@ -332,55 +369,25 @@ async fn json_logs_carry_the_job_id_and_never_the_api_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_errors_back_off_instead_of_hot_looping() {
-    // Point job-take at a route that answers 404: the worker logs and backs off.
-    let platform = Platform::start().await;
-    let mut env = platform.env();
-    for (k, v) in env.iter_mut() {
-        if k == "RUNPOD_WEBHOOK_GET_JOB" {
-            *v = v.replace("job-take", "job-take-missing");
-        }
-    }
-    let mut worker = WorkerProcess::spawn(&fixture(), &env, &[]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let attempts = platform
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("job-take-missing"))
-        .count();
-    assert!(
-        (2..=12).contains(&attempts),
-        "{attempts} job-take attempts in 1.5 s"
-    );
-    assert!(
-        worker.is_running(),
-        "the worker must survive platform errors"
-    );
-    assert!(
-        worker
-            .stdout()
-            .contains("Failed to get job: HTTP 404 Not Found"),
-        "{}",
-        worker.stdout()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_over_the_limit_fails_the_job_with_its_size() {
     let platform = Platform::start().await;
     let env = env_with(&platform, &[("WORKER_MAX_OUTPUT_BYTES", "1000")]);
     let _worker = WorkerProcess::spawn(&fixture(), &env, &[]);
-    platform.push(json!({"id": "big-1", "input": {"big": {"bytes": 5000}}}));
-    let report = error_report(&platform.done("big-1").await.json());
+    let id = platform
+        .submit(json!({"input": {"big": {"bytes": 5000}}}))
+        .await;
+    let report = error_report(&json(&platform.done(&id).await));
     assert_eq!(report["error_type"], "OutputTooLarge");
     assert_eq!(
         report["error_message"],
         "the job's result is 5.0 kB (5013 bytes), more than the 1.0 kB the platform accepts \
          (WORKER_MAX_OUTPUT_BYTES); return less, or upload large data to storage and return its URL"
     );
-    platform.push(json!({"id": "small", "input": {"big": {"bytes": 10}}}));
+    let small = platform
+        .submit(json!({"input": {"big": {"bytes": 10}}}))
+        .await;
     assert_eq!(
-        platform.done("small").await.json(),
+        json(&platform.done(&small).await),
         json!({"output": "xxxxxxxxxx"})
     );
 }
@@ -390,17 +397,15 @@ async fn jobs_still_running_after_the_grace_period_are_reported_failed() {
     let platform = Platform::start().await;
     let env = env_with(&platform, &[("WORKER_SHUTDOWN_GRACE_SECONDS", "1")]);
     let mut worker = WorkerProcess::spawn(&fixture(), &env, &[]);
-    platform.push(json!({"id": "long-1", "input": {"sleep": {"ms": 20000, "value": 0}}}));
+    let id = platform
+        .submit(json!({"input": {"sleep": {"ms": 20000, "value": 0}}}))
+        .await;
     platform
-        .wait_for(LONG, "the job to start", |reqs| {
-            reqs.iter()
-                .any(|r| r.param("job_in_progress").as_deref() == Some("1"))
-                .then_some(())
-        })
+        .wait_for(LONG, "the job to start", a_job_runs)
         .await;
     let signalled = std::time::Instant::now();
     worker.signal("TERM");
-    let report = error_report(&platform.done("long-1").await.json());
+    let report = error_report(&json(&platform.done(&id).await));
     assert_eq!(report["error_type"], "WorkerShutdown");
     assert!(
         report["error_message"]
@@ -410,22 +415,25 @@ async fn jobs_still_running_after_the_grace_period_are_reported_failed() {
     );
     assert_eq!(worker.exit(LONG).await.code(), Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(10));
+    assert_eq!(platform.status(&id).await["status"], "FAILED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let platform = Platform::start().await;
     let mut worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
-    platform.push(json!({"id": "long-2", "input": {"sleep": {"ms": 20000, "value": 0}}}));
     platform
-        .wait_for(LONG, "the job to start", |reqs| {
-            reqs.iter()
-                .any(|r| r.param("job_in_progress").as_deref() == Some("1"))
-                .then_some(())
-        })
+        .submit(json!({"input": {"sleep": {"ms": 20000, "value": 0}}}))
+        .await;
+    platform
+        .wait_for(LONG, "the job to start", a_job_runs)
         .await;
     worker.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    platform
+        .wait_for(LONG, "the worker to log the shutdown", |_| {
+            worker.stdout().contains("shutdown requested").then_some(())
+        })
+        .await;
     assert!(worker.is_running(), "the first signal waits for the job");
     worker.signal("INT");
     assert_eq!(worker.exit(Duration::from_secs(5)).await.code(), Some(1));

@@ -1,119 +1,111 @@
-//! Test support: a stand-in RunPod platform that records every request a worker makes, and a
-//! worker process started against it.
+//! Test support: the local RunPod emulator (recording every worker request) and worker
+//! processes started against it.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::Value;
-use tokio::sync::Notify;
+use worker::emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+
+pub use worker::emulator::RecordedRequest;
 
 pub const API_KEY: &str = "rp_test_key_5f3c9a";
+/// The worker id the tests' workers run as.
+pub const WORKER: &str = "w42";
 
-/// One request the worker made.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: Method,
-    pub path: String,
-    pub query: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+/// The emulator with the tests' defaults: endpoint `ep`, the API key, a 2 s long-poll, and
+/// every worker request recorded.
+pub fn builder() -> EmulatorBuilder {
+    Emulator::builder()
+        .bind("127.0.0.1:0")
+        .endpoint_id("ep")
+        .api_key(Some(API_KEY.into()))
+        .take_timeout(Duration::from_secs(2))
+        .record_requests(true)
 }
 
-impl Recorded {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-    pub fn param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == name).then(|| v.to_owned())
-        })
-    }
-}
-
-#[derive(Default)]
-struct Inner {
-    queue: Mutex<VecDeque<Value>>,
-    queued: Notify,
-    requests: Mutex<Vec<Recorded>>,
-    recorded: Notify,
-}
-
-/// The stand-in platform, serving the worker-facing routes on 127.0.0.1.
-#[derive(Clone)]
+/// A running emulator and a client of its endpoint API.
 pub struct Platform {
-    inner: Arc<Inner>,
-    pub base: String,
+    pub handle: EmulatorHandle,
+    http: reqwest::Client,
 }
 
 impl Platform {
     pub async fn start() -> Platform {
-        let inner = Arc::new(Inner::default());
-        let app = Router::new()
-            .route("/v2/ep/job-take/{worker}", get(take))
-            .route("/v2/ep/job-take-batch/{worker}", get(take))
-            .route("/v2/ep/job-done/{worker}/{job}", post(record_ok))
-            .route("/v2/ep/ping/{worker}", get(record_ok))
-            .fallback(record_not_found)
-            .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Platform { inner, base }
+        Platform::start_with(builder()).await
     }
 
-    /// Queue a job for the worker.
-    pub fn push(&self, job: Value) {
-        self.inner.queue.lock().unwrap().push_back(job);
-        self.inner.queued.notify_waiters();
+    pub async fn start_with(builder: EmulatorBuilder) -> Platform {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Platform {
+            handle: builder.build().await.expect("the emulator starts"),
+            http: reqwest::Client::new(),
+        }
     }
 
-    /// The environment that points a worker at this platform.
+    /// The environment that points a worker (`w42`, on host `host-7`) at this emulator.
     pub fn env(&self) -> Vec<(String, String)> {
-        let b = &self.base;
-        [
-            (
-                "RUNPOD_WEBHOOK_GET_JOB",
-                format!("{b}/v2/ep/job-take/$ID?gpu=TEST"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_POST_OUTPUT",
-                format!("{b}/v2/ep/job-done/$RUNPOD_POD_ID/$ID?gpu=TEST"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_POST_STREAM",
-                format!("{b}/v2/ep/job-stream/$RUNPOD_POD_ID/$ID?gpu=TEST"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_PING",
-                format!("{b}/v2/ep/ping/$RUNPOD_POD_ID?gpu=TEST"),
-            ),
-            ("RUNPOD_AI_API_KEY", API_KEY.to_owned()),
-            ("RUNPOD_POD_ID", "w42".to_owned()),
-            ("RUNPOD_POD_HOSTNAME", "host-7".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        let mut env = self.handle.worker_env(WORKER);
+        env.push(("RUNPOD_POD_HOSTNAME".into(), "host-7".into()));
+        env
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.inner.requests.lock().unwrap().clone()
+    /// The path of a worker route for `w42`, e.g. `path("job-take")` = `/v2/ep/job-take/w42`.
+    pub fn path(&self, route: &str) -> String {
+        format!("/v2/ep/{route}/{WORKER}")
+    }
+
+    async fn client(&self, request: reqwest::RequestBuilder) -> Value {
+        let response = request
+            .header("Authorization", format!("Bearer {API_KEY}"))
+            .send()
+            .await
+            .expect("the emulator answers");
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Submit a job through `/run` (a body like `{"input": …}`); returns its id.
+    pub async fn submit(&self, body: Value) -> String {
+        let url = format!("{}/run", self.handle.endpoint_url());
+        let request = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        let queued = self.client(request).await;
+        queued["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// The job's `/status` body.
+    pub async fn status(&self, id: &str) -> Value {
+        let url = format!("{}/status/{id}", self.handle.endpoint_url());
+        self.client(self.http.get(url)).await
+    }
+
+    /// Wait until the job is final (COMPLETED, FAILED, …); returns its `/status` body.
+    pub async fn finished(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(id).await;
+            if !matches!(status["status"].as_str(), Some("IN_QUEUE" | "IN_PROGRESS")) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not finished after {timeout:?}: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.handle.worker_requests()
     }
 
     /// Wait until `pick` finds something in the requests so far (or panic after `timeout`).
@@ -121,119 +113,62 @@ impl Platform {
         &self,
         timeout: Duration,
         what: &str,
-        mut pick: impl FnMut(&[Recorded]) -> Option<T>,
+        mut pick: impl FnMut(&[RecordedRequest]) -> Option<T>,
     ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            let notified = self.inner.recorded.notified();
             if let Some(found) = pick(&self.requests()) {
                 return found;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() > deadline {
                 panic!(
                     "timed out waiting for {what}; requests so far:\n{:#?}",
                     summary(&self.requests())
                 );
             }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// The final job-done post for `job_id`.
-    pub async fn done(&self, job_id: &str) -> Recorded {
-        let suffix = format!("/job-done/w42/{job_id}");
+    /// The final job-done post for `job_id` that the emulator answered (no injected fault).
+    pub async fn done(&self, job_id: &str) -> RecordedRequest {
+        let path = format!("{}/{job_id}", self.path("job-done"));
         self.wait_for(
             Duration::from_secs(20),
             &format!("job-done for {job_id}"),
-            |reqs| reqs.iter().find(|r| r.path.ends_with(&suffix)).cloned(),
+            |reqs| {
+                reqs.iter()
+                    .find(|r| r.path == path && r.fault.is_none() && r.is_final_done())
+                    .cloned()
+            },
         )
         .await
     }
 }
 
-fn summary(reqs: &[Recorded]) -> Vec<String> {
+/// The body of a recorded request as JSON (panics if it is not).
+pub fn json(request: &RecordedRequest) -> Value {
+    request
+        .json()
+        .unwrap_or_else(|| panic!("body is not JSON: {request:?}"))
+}
+
+fn summary(reqs: &[RecordedRequest]) -> Vec<String> {
     reqs.iter()
         .map(|r| {
             format!(
-                "{} {}?{} {}",
+                "{} {}?{} {}{}",
                 r.method,
                 r.path,
                 r.query,
-                String::from_utf8_lossy(&r.body)
+                String::from_utf8_lossy(&r.body),
+                r.fault
+                    .as_deref()
+                    .map(|f| format!(" (fault {f})"))
+                    .unwrap_or_default()
             )
         })
         .collect()
-}
-
-fn record(inner: &Inner, method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) {
-    inner.requests.lock().unwrap().push(Recorded {
-        method,
-        path: uri.path().to_owned(),
-        query: uri.query().unwrap_or("").to_owned(),
-        headers,
-        body,
-    });
-    inner.recorded.notify_waiters();
-}
-
-async fn take(
-    State(inner): State<Arc<Inner>>,
-    method: Method,
-    uri: Uri,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    record(&inner, method, &uri, headers, Bytes::new());
-    let batch: Option<usize> = uri.path().contains("/job-take-batch/").then(|| {
-        query
-            .get("batch_size")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1)
-    });
-    // A short long-poll, so tests stay quick.
-    let deadline = Instant::now() + Duration::from_millis(300);
-    loop {
-        let notified = inner.queued.notified();
-        {
-            let mut queue = inner.queue.lock().unwrap();
-            if !queue.is_empty() {
-                return match batch {
-                    None => axum::Json(queue.pop_front().unwrap()).into_response(),
-                    Some(n) => {
-                        let jobs: Vec<Value> = (0..n).map_while(|_| queue.pop_front()).collect();
-                        axum::Json(jobs).into_response()
-                    }
-                };
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
-            return StatusCode::NO_CONTENT.into_response();
-        }
-    }
-}
-
-async fn record_ok(
-    State(inner): State<Arc<Inner>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    record(&inner, method, &uri, headers, body);
-    StatusCode::OK
-}
-
-async fn record_not_found(
-    State(inner): State<Arc<Inner>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    record(&inner, method, &uri, headers, body);
-    StatusCode::NOT_FOUND
 }
 
 /// A worker process; killed when dropped. Its stdout and stderr go to files.
@@ -283,6 +218,20 @@ impl WorkerProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
         WorkerProcess { child, dir }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in kB (Linux: `VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     pub fn stdout(&self) -> String {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use worker::{Job, Value};
 
 /// Externally tagged (`{"add": {"a": 1, "b": 2}}`), so input errors keep their JSON path.
@@ -24,6 +26,19 @@ enum Action {
     Big { bytes: usize },
     /// Log each line (inside the job, so each carries the job id).
     Log { lines: Vec<String> },
+    /// Return `{"score": NaN}`, which JSON cannot carry.
+    Nan,
+    /// Return a map with non-string keys, which JSON cannot carry.
+    Unserializable,
+}
+
+/// What the handler returns: any JSON, or something JSON cannot carry.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Output {
+    Json(Value),
+    Scores { score: f64 },
+    Pairs(BTreeMap<(u8, u8), u8>),
 }
 
 /// An error with a cause, to see the chain in the report.
@@ -62,28 +77,53 @@ fn init() -> Result<State, std::io::Error> {
     })
 }
 
-#[worker::handler(concurrency = 2)]
-fn handle(action: Action, state: &State, job: &Job) -> Result<Value, FixtureError> {
-    match action {
-        Action::Echo { value } => Ok(value),
-        Action::Fail { message } => Err(FixtureError {
-            message,
-            cause: std::io::Error::other("the cause"),
-        }),
+/// 2 jobs at once, or `FIXTURE_CONCURRENCY`.
+fn concurrency(_current: usize) -> usize {
+    std::env::var("FIXTURE_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+#[worker::handler(concurrency = concurrency)]
+fn handle(action: Action, state: &State, job: &Job) -> Result<Output, FixtureError> {
+    handle_action(action, state, job).map(|output| match output {
+        Ok(value) => Output::Json(value),
+        Err(other) => other,
+    })
+}
+
+fn handle_action(
+    action: Action,
+    state: &State,
+    job: &Job,
+) -> Result<Result<Value, Output>, FixtureError> {
+    Ok(Ok(match action {
+        Action::Echo { value } => value,
+        Action::Fail { message } => {
+            return Err(FixtureError {
+                message,
+                cause: std::io::Error::other("the cause"),
+            });
+        }
         Action::Panic { message } => panic!("{message}"),
         Action::Sleep { ms, value } => {
             std::thread::sleep(Duration::from_millis(ms));
-            Ok(value)
+            value
         }
         Action::Add { a, b } => {
-            Ok(worker::json!({ "sum": a + b, "greeting": state.greeting, "job": job.id() }))
+            worker::json!({ "sum": a + b, "greeting": state.greeting, "job": job.id() })
         }
-        Action::Big { bytes } => Ok(Value::String("x".repeat(bytes))),
+        Action::Big { bytes } => Value::String("x".repeat(bytes)),
         Action::Log { lines } => {
             for line in &lines {
                 worker::tracing::info!("{line}");
             }
-            Ok(Value::Null)
+            Value::Null
         }
-    }
+        Action::Nan => return Ok(Err(Output::Scores { score: f64::NAN })),
+        Action::Unserializable => {
+            return Ok(Err(Output::Pairs(BTreeMap::from([((1, 2), 3)]))));
+        }
+    }))
 }

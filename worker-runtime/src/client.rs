@@ -93,7 +93,7 @@ impl std::fmt::Display for RequestError {
 
 impl RequestError {
     /// Whether trying again may help: transport errors, 5xx, 408 and 429.
-    fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         match self {
             RequestError::Transport(_) => true,
             RequestError::Status(s, _) => {
@@ -348,6 +348,163 @@ mod tests {
         assert!(parse_stop(b"[]").is_empty());
         assert!(parse_stop(br#"{"jobsToStop": "a"}"#).is_empty());
         assert!(parse_stop(b"{nope").is_empty());
+    }
+
+    mod against_the_emulator {
+        use super::super::*;
+        use crate::emulator::{Emulator, EmulatorHandle, FaultKind, Faults, Route};
+
+        const QUICK: RetryPolicy = RetryPolicy {
+            first_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            total: Duration::from_secs(20),
+        };
+
+        /// An emulator recording worker requests, with one job taken by worker `w`.
+        async fn emulator_with_a_running_job(faults: Faults) -> (EmulatorHandle, Client, String) {
+            let emu = Emulator::builder()
+                .bind("127.0.0.1:0")
+                .take_timeout(Duration::from_millis(200))
+                .record_requests(true)
+                .build()
+                .await
+                .unwrap();
+            let http = build("").unwrap();
+            let queued = http
+                .post(format!("{}/run", emu.endpoint_url()))
+                .body(r#"{"input": 1}"#)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let queued: Value = serde_json::from_slice(&queued).unwrap();
+            let id = queued["id"].as_str().unwrap().to_owned();
+            http.get(format!("{}/job-take/w?gpu=x", emu.endpoint_url()))
+                .send()
+                .await
+                .unwrap();
+            emu.set_faults(Some(faults));
+            emu.clear_worker_requests();
+            (emu, http, id)
+        }
+
+        fn attempts(emu: &EmulatorHandle, route: &str) -> Vec<Option<String>> {
+            emu.worker_requests()
+                .into_iter()
+                .filter(|r| r.path.contains(route))
+                .map(|r| r.fault)
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn posts_retry_5xx_429_and_resets_until_one_is_answered() {
+            let faults = Faults::new(9)
+                .rate(Route::JobDone, FaultKind::Unavailable, 0.25)
+                .rate(Route::JobDone, FaultKind::TooManyRequests, 0.25)
+                .rate(Route::JobDone, FaultKind::Reset, 0.25)
+                .retry_after(None);
+            let (emu, http, id) = emulator_with_a_running_job(faults).await;
+            let url = format!(
+                "{}/job-done/w/{id}?gpu=x&isStream=false",
+                emu.endpoint_url()
+            );
+            post(&http, &url, &id, br#"{"output":1}"#.to_vec(), QUICK)
+                .await
+                .unwrap();
+            let tries = attempts(&emu, "/job-done/");
+            assert_eq!(tries.last(), Some(&None), "{tries:?}");
+            assert!(tries[..tries.len() - 1].iter().all(Option::is_some));
+            assert_eq!(emu.stats().completed, 1);
+        }
+
+        #[tokio::test]
+        async fn a_lost_answer_is_retried_and_the_platform_sees_one_result() {
+            let faults = Faults::new(1).rate(Route::JobDone, FaultKind::ResetAfter, 1.0);
+            let (emu, http, id) = emulator_with_a_running_job(faults).await;
+            let url = format!(
+                "{}/job-done/w/{id}?gpu=x&isStream=false",
+                emu.endpoint_url()
+            );
+            let posting = tokio::spawn({
+                let (http, url, id) = (http.clone(), url.clone(), id.clone());
+                async move { post(&http, &url, &id, br#"{"output":1}"#.to_vec(), QUICK).await }
+            });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while attempts(&emu, "/job-done/").len() < 2 {
+                assert!(Instant::now() < deadline, "no retry after a lost answer");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            emu.set_faults(None);
+            posting.await.unwrap().unwrap();
+            let stats = emu.stats();
+            assert_eq!((stats.completed, stats.conflicting_finals), (1, 0));
+            assert!(stats.duplicate_finals >= 1);
+        }
+
+        #[tokio::test]
+        async fn a_4xx_is_not_retried_and_its_body_is_in_the_error() {
+            let (emu, http, _) = emulator_with_a_running_job(Faults::new(1)).await;
+            let url = format!(
+                "{}/job-done/w/no-such-job?gpu=x&isStream=false",
+                emu.endpoint_url()
+            );
+            let err = post(&http, &url, "no-such-job", b"{}".to_vec(), QUICK)
+                .await
+                .unwrap_err();
+            assert!(!err.is_retryable());
+            assert_eq!(
+                err.to_string(),
+                r#"HTTP 404 Not Found: {"error":"no job `no-such-job`"}"#
+            );
+            assert_eq!(attempts(&emu, "/job-done/").len(), 1);
+        }
+
+        #[tokio::test]
+        async fn posts_give_up_after_the_total_time() {
+            let faults = Faults::new(1).rate(Route::JobDone, FaultKind::BadGateway, 1.0);
+            let (emu, http, id) = emulator_with_a_running_job(faults).await;
+            let url = format!(
+                "{}/job-done/w/{id}?gpu=x&isStream=false",
+                emu.endpoint_url()
+            );
+            let policy = RetryPolicy {
+                total: Duration::from_millis(600),
+                ..QUICK
+            };
+            let started = Instant::now();
+            let err = post(&http, &url, &id, b"{}".to_vec(), policy)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().starts_with("HTTP 502 Bad Gateway"), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            let tries = attempts(&emu, "/job-done/").len();
+            assert!((3..=40).contains(&tries), "{tries} attempts in 600 ms");
+        }
+
+        #[tokio::test]
+        async fn an_answered_chunk_is_posted_once() {
+            let faults = Faults::new(4)
+                .rate(Route::JobStream, FaultKind::InternalError, 0.3)
+                .rate(Route::JobStream, FaultKind::Slow, 0.3)
+                .slow_max(Duration::from_millis(20));
+            let (emu, http, id) = emulator_with_a_running_job(faults).await;
+            let url = format!("{}/job-stream/w/{id}?gpu=x", emu.endpoint_url());
+            for n in 0..20 {
+                let body = format!(r#"{{"output":{n}}}"#).into_bytes();
+                post(&http, &url, &id, body, QUICK).await.unwrap();
+            }
+            // Per chunk: failed attempts, then exactly one answered one (slow ones are answered).
+            let mut answered = Vec::new();
+            for r in emu.worker_requests() {
+                if r.fault.as_deref().is_none_or(|f| f == "slow") {
+                    answered.push(r.json().unwrap()["output"].as_u64().unwrap());
+                }
+            }
+            assert_eq!(answered, (0..20).collect::<Vec<u64>>());
+            assert!(emu.stats().faults_injected > 0);
+        }
     }
 
     #[test]

@@ -291,7 +291,10 @@ pub(crate) async fn run<H: Handler>(
                 }
             }
             Ok(Take::TooManyRequests(wait)) => {
-                let wait = wait.unwrap_or(Duration::from_secs(5));
+                // Retry-After, but never faster than the back-off (a `Retry-After: 0` answered
+                // forever must not make a hot loop); 5 s without one, as the Python SDK.
+                let step = backoff.step();
+                let wait = wait.map_or(Duration::from_secs(5), |w| w.max(step));
                 tracing::warn!(
                     "job-take: the platform answered 429 Too Many Requests; waiting {wait:?}"
                 );
@@ -414,7 +417,14 @@ async fn run_job<H: Handler>(
         let url = shared.cfg.urls.done(&id, is_stream);
         match client::post(&shared.client, &url, &id, bytes, shared.retry).await {
             Ok(()) => tracing::info!("Finished."),
-            Err(e) => tracing::error!("Failed to return job results: {e}"),
+            Err(e) if e.is_retryable() => tracing::error!(
+                "Failed to return job results: {e}; gave up after retrying for {:?} \
+                 (WORKER_POST_RETRY_SECONDS)",
+                shared.retry.total
+            ),
+            Err(e) => tracing::error!(
+                "Failed to return job results: the platform refused them ({e}); not retried"
+            ),
         }
         if stop_pod {
             tracing::info!("the worker asked to be refreshed: taking no new jobs, exiting once running jobs finish");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use worker::emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+use worker::emulator::{Emulator, EmulatorBuilder, EmulatorHandle, FaultKind, Faults, Route};
 
 /// A started emulator plus an HTTP client that speaks both sides.
 struct Emu {
@@ -884,4 +884,282 @@ async fn an_old_stop_does_not_stop_the_retried_run() {
     emu.done("w1", &id, json!({"output": "second run"}), false)
         .await;
     assert_eq!(emu.status(&id).await["status"], "COMPLETED");
+}
+
+/* ---- fault injection and the request recorder ---- */
+
+/// A worker-side POST of a job-done body, returning the transport error or the status.
+async fn raw_done(emu: &Emu, worker: &str, id: &str, body: &Value) -> Result<StatusCode, String> {
+    emu.http
+        .post(format!(
+            "{}/job-done/{worker}/{id}?gpu=local&isStream=false",
+            emu.endpoint()
+        ))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .map(|r| r.status())
+        .map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        })
+}
+
+#[tokio::test]
+async fn an_injected_reset_is_a_transport_error_and_reset_after_still_processes() {
+    let emu = start(
+        builder()
+            .record_requests(true)
+            .faults(Some(Faults::new(1).rate(
+                Route::JobDone,
+                FaultKind::Reset,
+                1.0,
+            ))),
+    )
+    .await;
+    let id = emu.run(json!({"input": 1})).await;
+    emu.take("w1").await;
+    let err = raw_done(&emu, "w1", &id, &json!({"output": 1}))
+        .await
+        .expect_err("a reset is not an HTTP answer");
+    assert!(
+        err.contains("reset") || err.contains("closed") || err.contains("error sending"),
+        "{err}"
+    );
+    assert_eq!(emu.status(&id).await["status"], "IN_PROGRESS");
+
+    // Processed, then the answer is lost: the job is complete, the worker saw an error.
+    emu.handle.set_faults(Some(Faults::new(1).rate(
+        Route::JobDone,
+        FaultKind::ResetAfter,
+        1.0,
+    )));
+    assert!(
+        raw_done(&emu, "w1", &id, &json!({"output": 1}))
+            .await
+            .is_err()
+    );
+    assert_eq!(emu.status(&id).await["status"], "COMPLETED");
+    // The retry of the same result is counted as a duplicate, not a conflict.
+    emu.handle.set_faults(None);
+    assert_eq!(
+        raw_done(&emu, "w1", &id, &json!({"output": 1})).await,
+        Ok(StatusCode::OK)
+    );
+    assert_eq!(
+        raw_done(&emu, "w1", &id, &json!({"output": 2})).await,
+        Ok(StatusCode::OK)
+    );
+    let stats = emu.handle.stats();
+    assert_eq!(
+        (
+            stats.completed,
+            stats.duplicate_finals,
+            stats.conflicting_finals
+        ),
+        (1, 2, 1)
+    );
+    assert_eq!(stats.faults_injected, 2);
+    let dones: Vec<(Option<String>, Option<u16>)> = emu
+        .handle
+        .worker_requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/job-done/"))
+        .map(|r| (r.fault, r.answer))
+        .collect();
+    // The recorder notes what the emulator answered, even when a reset lost it.
+    assert_eq!(
+        dones,
+        [
+            (Some("reset".into()), None),
+            (Some("reset-after".into()), Some(200)),
+            (None, Some(200)),
+            (None, Some(200))
+        ]
+    );
+    emu.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_statuses_malformed_takes_and_failing_done() {
+    let emu = start(
+        builder().faults(Some(
+            Faults::new(3)
+                .rate(Route::JobTake, FaultKind::TooManyRequests, 1.0)
+                .retry_after(Some(2))
+                .fail_done_times(2),
+        )),
+    )
+    .await;
+    let id = emu.run(json!({"input": "x"})).await;
+    let response = emu
+        .http
+        .get(format!("{}/job-take/w1?gpu=local", emu.endpoint()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "2");
+
+    for (kind, expected) in [
+        (FaultKind::NotJson, None),
+        (
+            FaultKind::MissingId,
+            Some(json!({"input": {"injected": true}})),
+        ),
+        (
+            FaultKind::MissingInput,
+            Some(json!({"id": "injected-no-input"})),
+        ),
+    ] {
+        emu.handle
+            .set_faults(Some(Faults::new(3).rate(Route::JobTake, kind, 1.0)));
+        let response = emu
+            .http
+            .get(format!("{}/job-take/w1?gpu=local", emu.endpoint()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.text().await.unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).ok(),
+            expected,
+            "{kind:?}"
+        );
+    }
+    // The job was not handed out by a malformed answer; a bad batch carries it plus junk.
+    emu.handle.set_faults(Some(
+        Faults::new(3)
+            .rate(Route::JobTake, FaultKind::BadBatchItems, 1.0)
+            .fail_done_times(2),
+    ));
+    let (status, batch) = emu
+        .worker(
+            Method::GET,
+            "job-take-batch/w1?gpu=local&batch_size=3",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let items = batch.as_array().unwrap();
+    assert_eq!(items[0], json!({"id": id, "input": "x"}));
+    assert_eq!(items.len(), 5, "{batch}");
+    for expected in [500, 500, 200] {
+        let (status, _) = emu.done("w1", &id, json!({"output": "X"}), false).await;
+        assert_eq!(status.as_u16(), expected);
+    }
+    assert_eq!(emu.status(&id).await["output"], "X");
+    emu.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_recorder_keeps_worker_requests_only() {
+    let emu = start(builder().record_requests(true)).await;
+    let id = emu.run(json!({"input": 1})).await;
+    emu.take("w1").await;
+    emu.ping("w1", &id).await;
+    emu.done("w1", &id, json!({"output": 1}), false).await;
+    emu.status(&id).await;
+    let requests = emu.handle.worker_requests();
+    let summary: Vec<(String, String, String)> = requests
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.query.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "GET".into(),
+                "/v2/local/job-take/w1".into(),
+                "gpu=local&job_in_progress=0".into()
+            ),
+            (
+                "GET".into(),
+                "/v2/local/ping/w1".into(),
+                format!("gpu=local&job_id={id}&runpod_version=1.12.0")
+            ),
+            (
+                "POST".into(),
+                format!("/v2/local/job-done/w1/{id}"),
+                "gpu=local&isStream=false".into()
+            ),
+        ]
+    );
+    let done = &requests[2];
+    assert_eq!(done.body, br#"{"output":1}"#);
+    assert_eq!(
+        done.header("Content-Type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert!(done.is_final_done());
+    assert_eq!(done.last_segment(), id);
+    emu.handle.clear_worker_requests();
+    assert!(emu.handle.worker_requests().is_empty());
+    emu.handle.shutdown().await;
+}
+
+/// `runpod-emulator --log-requests` prints one line per worker request, with the injected
+/// fault, and never the Authorization value.
+#[test]
+fn the_binary_logs_worker_requests_without_the_key() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runpod-emulator"))
+        .args([
+            "--port",
+            "0",
+            "--api-key",
+            "sekrit-key-123",
+            "--log-requests",
+        ])
+        .args(["--fault", "take:503=1", "--fault-seed", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let endpoint = loop {
+        let line = lines.next().expect("the emulator prints its URL").unwrap();
+        if let Some(url) = line.strip_prefix("RunPod emulator listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    let (host, path) = endpoint
+        .strip_prefix("http://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET /{path}/job-take/w1?gpu=x&job_in_progress=0 HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: sekrit-key-123\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let logged = loop {
+        let line = lines.next().expect("a request line").unwrap();
+        if line.contains("emulator: GET") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        logged.ends_with(&format!(
+            "emulator: GET /{path}/job-take/w1?gpu=x&job_in_progress=0 -> 503 (injected: 503)"
+        )),
+        "{logged}"
+    );
+    assert!(!logged.contains("sekrit"));
 }

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use worker::emulator::Emulator;
+use worker::emulator::{Emulator, Faults};
 
 /// A local RunPod serverless emulator.
 #[derive(Debug, Parser)]
@@ -27,6 +27,49 @@ struct Args {
     /// The worker id used in the printed worker environment.
     #[arg(long = "worker-id", default_value = "local-worker")]
     worker_id: String,
+    /// Print one line per worker request (method, path, query, answer, injected fault); the
+    /// Authorization header is never printed.
+    #[arg(long = "log-requests")]
+    log_requests: bool,
+    /// Inject faults on about this fraction (0-1) of the requests on every worker route, mixed
+    /// over 429/500/502/503, connection resets, slow answers and (job-take) malformed answers.
+    #[arg(long = "faults", value_name = "PROBABILITY")]
+    faults: Option<f64>,
+    /// One fault rule, `route:kind=probability` (repeatable). Routes: take, done, stream, stop,
+    /// ping, all. Kinds: 429, 500, 502, 503, reset, reset-after, slow, not-json, missing-id,
+    /// missing-input, bad-batch. Example: --fault done:503=0.1 --fault take:not-json=0.02
+    #[arg(long = "fault", value_name = "RULE")]
+    fault: Vec<String>,
+    /// The seed of the fault PRNG (the same seed draws the same sequence of faults).
+    #[arg(long = "fault-seed", default_value_t = 1)]
+    fault_seed: u64,
+    /// The longest delay of a `slow` answer, in milliseconds.
+    #[arg(long = "slow-max-ms", default_value_t = 200)]
+    slow_max_ms: u64,
+    /// The first N job-done posts of every job answer 500.
+    #[arg(long = "fail-done", value_name = "N", default_value_t = 0)]
+    fail_done: u32,
+}
+
+impl Args {
+    fn faults(&self) -> Result<Option<Faults>, String> {
+        if self.faults.is_none() && self.fault.is_empty() && self.fail_done == 0 {
+            return Ok(None);
+        }
+        let mut faults = match self.faults {
+            Some(p) if (0.0..=1.0).contains(&p) => Faults::mixed(self.fault_seed, p),
+            Some(p) => return Err(format!("--faults {p}: use a probability from 0 to 1")),
+            None => Faults::new(self.fault_seed),
+        };
+        for rule in &self.fault {
+            faults = faults.with_rule(rule).map_err(|e| format!("--fault {e}"))?;
+        }
+        Ok(Some(
+            faults
+                .slow_max(std::time::Duration::from_millis(self.slow_max_ms))
+                .fail_done_times(self.fail_done),
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -54,7 +97,22 @@ async fn run(args: Args) -> ExitCode {
     } else {
         args.host.clone()
     };
+    let faults = match args.faults() {
+        Ok(faults) => faults,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if faults.is_some() {
+        eprintln!(
+            "injecting faults on the worker routes (seed {})",
+            args.fault_seed
+        );
+    }
     let emulator = match Emulator::builder()
+        .faults(faults)
+        .log_requests(args.log_requests)
         .endpoint_id(args.endpoint_id.clone())
         .api_key(args.api_key.clone())
         .bind(format!("{host}:{}", args.port))

@@ -26,8 +26,15 @@
 //! `webhook` (one POST of the final status body, retried twice), cancellation (the worker learns
 //! it through job-stop), and lost workers (a job whose worker is not heard from for the worker
 //! timeout is re-queued once, then TIMED_OUT).
+//!
+//! For tests of workers, the emulator can record every worker request
+//! ([`EmulatorBuilder::record_requests`], [`EmulatorHandle::worker_requests`]), log them
+//! ([`EmulatorBuilder::log_requests`]), inject seeded faults on the worker routes
+//! ([`EmulatorBuilder::faults`], [`Faults`]), and count final results posted twice
+//! ([`EmulatorHandle::stats`]).
 
 mod client_api;
+mod faults;
 mod state;
 mod webhook;
 mod worker_api;
@@ -52,7 +59,10 @@ use tokio::task::JoinHandle;
 use crate::config::PlatformConfig;
 use crate::error::{Error, ErrorKind};
 
+use self::faults::{Conn, FaultyListener, Instrument};
 use self::state::{Settings, State};
+
+pub use self::faults::{EmulatorStats, FaultKind, Faults, RecordedRequest, Route};
 
 /// Entry point of the emulator; see [`Emulator::builder`].
 #[derive(Debug)]
@@ -72,6 +82,9 @@ impl Emulator {
             worker_timeout: None,
             webhook_retry_delay: Duration::from_secs(10),
             execution_timeout: None,
+            faults: None,
+            record_requests: false,
+            log_requests: false,
         }
     }
 }
@@ -87,6 +100,9 @@ pub struct EmulatorBuilder {
     worker_timeout: Option<Duration>,
     webhook_retry_delay: Duration,
     execution_timeout: Option<Duration>,
+    faults: Option<Faults>,
+    record_requests: bool,
+    log_requests: bool,
 }
 
 impl EmulatorBuilder {
@@ -141,6 +157,26 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Inject faults on the worker-facing routes (default: none). See [`Faults`].
+    pub fn faults(mut self, faults: Option<Faults>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Keep every worker request (method, path, query, headers, body, injected fault) for
+    /// [`EmulatorHandle::worker_requests`] (default: off).
+    pub fn record_requests(mut self, record: bool) -> Self {
+        self.record_requests = record;
+        self
+    }
+
+    /// Log one line per worker request at INFO: method, path, query, the answer's status and any
+    /// injected fault. Headers are never logged (default: off).
+    pub fn log_requests(mut self, log: bool) -> Self {
+        self.log_requests = log;
+        self
+    }
+
     /// Listen and start serving in the background (on the current tokio runtime).
     pub async fn build(self) -> Result<EmulatorHandle, Error> {
         if self.endpoint_id.is_empty()
@@ -180,13 +216,17 @@ impl EmulatorBuilder {
             endpoint_id: self.endpoint_id.clone(),
             api_key: self.api_key.clone(),
             shutdown: stop_rx.clone(),
+            instrument: Instrument::new(self.record_requests, self.log_requests, self.faults),
         });
         let router = router(app.clone());
         let reaper = tokio::spawn(reap(app.clone()));
         let server = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped(stop_rx))
-                .await;
+            let served = axum::serve(
+                FaultyListener(listener),
+                router.into_make_service_with_connect_info::<Conn>(),
+            )
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await;
             if let Err(e) = served {
                 tracing::error!("emulator: the server stopped: {e}");
             }
@@ -215,6 +255,7 @@ impl EmulatorBuilder {
             ping_interval: self.ping_interval,
             stop: stop_tx,
             tasks: vec![server, reaper],
+            app,
         })
     }
 }
@@ -229,9 +270,33 @@ pub struct EmulatorHandle {
     ping_interval: Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    app: Arc<App>,
 }
 
 impl EmulatorHandle {
+    /// The worker requests received so far, oldest first (needs
+    /// [`EmulatorBuilder::record_requests`]; empty otherwise).
+    pub fn worker_requests(&self) -> Vec<RecordedRequest> {
+        self.app.instrument.requests()
+    }
+
+    /// Forget the worker requests recorded so far.
+    pub fn clear_worker_requests(&self) {
+        self.app.instrument.clear_requests();
+    }
+
+    /// Replace the fault plan while running (`None` stops injecting).
+    pub fn set_faults(&self, faults: Option<Faults>) {
+        self.app.instrument.set_faults(faults);
+    }
+
+    /// Job and fault counters, for tests.
+    pub fn stats(&self) -> EmulatorStats {
+        let mut stats = self.app.state.stats();
+        stats.faults_injected = self.app.instrument.injected();
+        stats
+    }
+
     /// The base URL, e.g. `http://127.0.0.1:8000` (a wildcard bind address becomes loopback).
     pub fn url(&self) -> &str {
         &self.url
@@ -319,6 +384,7 @@ pub(crate) struct App {
     endpoint_id: String,
     api_key: Option<String>,
     shutdown: watch::Receiver<bool>,
+    instrument: Instrument,
 }
 
 impl App {
@@ -361,6 +427,11 @@ fn router(app: Arc<App>) -> Router {
                 "no such route; the emulator serves /v2/{endpoint_id}/run, runsync, status/{id}, stream/{id}, cancel/{id}, retry/{id}, health, purge-queue (also without the /v2/{endpoint_id} prefix) and the worker routes",
             )
         })
+        // Inside the guard: only authorized worker requests are recorded and faulted.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            faults::instrument,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }

@@ -96,6 +96,8 @@ struct Job {
     execution_timeout: Option<Duration>,
     ttl: Duration,
     changed: watch::Sender<Status>,
+    /// A digest of the final job-done body, to tell a repeated final result from a different one.
+    final_digest: Option<u64>,
 }
 
 /// A worker process, as seen from its requests.
@@ -118,6 +120,9 @@ struct Inner {
     completed: u64,
     failed: u64,
     retried: u64,
+    /// Final job-done posts for jobs already final (see `EmulatorStats`).
+    duplicate_finals: u64,
+    conflicting_finals: u64,
 }
 
 /// A terminal job's webhook delivery, to start once the lock is released.
@@ -250,6 +255,7 @@ impl State {
             execution_timeout,
             ttl,
             changed,
+            final_digest: None,
         };
         let view = {
             let mut inner = self.lock();
@@ -413,6 +419,18 @@ impl State {
         })
     }
 
+    /// Counters for tests (`EmulatorHandle::stats`).
+    pub(crate) fn stats(&self) -> super::EmulatorStats {
+        let inner = self.lock();
+        super::EmulatorStats {
+            completed: inner.completed,
+            failed: inner.failed,
+            duplicate_finals: inner.duplicate_finals,
+            conflicting_finals: inner.conflicting_finals,
+            ..Default::default()
+        }
+    }
+
     /* ---- worker side ---- */
 
     /// Mark a long-poll of `worker` as open until the guard is dropped.
@@ -493,11 +511,37 @@ impl State {
         let (report, hook) = {
             let mut inner = self.lock();
             worker_entry(&mut inner, worker).last_seen = Instant::now();
+            let progress = body.get("status").and_then(Value::as_str) == Some("IN_PROGRESS");
+            let digest = digest(&body);
+            // The same worker posting a final result again: a retry whose first answer was lost.
+            if let Some(job) = inner.jobs.get(id)
+                && !progress
+                && job.worker.as_deref() == Some(worker)
+                && matches!(job.status, Status::Completed | Status::Failed)
+            {
+                let status = job.status;
+                let conflicting = job.final_digest != Some(digest);
+                inner.duplicate_finals += 1;
+                if conflicting {
+                    inner.conflicting_finals += 1;
+                    tracing::warn!(
+                        "emulator: job {id}: worker {worker} posted a different final result after the first; ignored"
+                    );
+                } else {
+                    tracing::info!(
+                        "emulator: job {id}: worker {worker} posted its final result again; ignored"
+                    );
+                }
+                return Report::Ignored(format!(
+                    "job `{id}` is already {}; the repeated result was ignored",
+                    status.as_str()
+                ));
+            }
             let job = match running_job(&mut inner, worker, id) {
                 Ok(job) => job,
                 Err(report) => return report,
             };
-            if body.get("status").and_then(Value::as_str) == Some("IN_PROGRESS") {
+            if progress {
                 job.output = body.remove("output");
                 job.changed.send_replace(Status::InProgress);
                 tracing::debug!("emulator: job {id}: progress update");
@@ -523,6 +567,7 @@ impl State {
                 output = Some(Value::Array(job.chunks.clone()));
             }
             job.output = output;
+            job.final_digest = Some(digest);
             let status = if error.is_some() {
                 Status::Failed
             } else {
@@ -868,7 +913,16 @@ fn reset(job: &mut Job) {
     job.chunks.clear();
     job.delivered = 0;
     job.worker = None;
+    job.final_digest = None;
     job.changed.send_replace(Status::InQueue);
+}
+
+/// A digest of a job-done body (its compact JSON), to compare final results cheaply.
+fn digest(body: &Map<String, Value>) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    h.write(serde_json::to_string(body).unwrap_or_default().as_bytes());
+    h.finish()
 }
 
 /// A job's status body: `id`, `status`, `delayTime` once started, `executionTime` once
