@@ -46,10 +46,26 @@ async fn image_server() -> String {
     format!("http://{addr}")
 }
 
+/// Run the example on one job in local test mode; check that its download directory is gone.
 fn run(env: &[(&str, &str)], input: Value) -> (i32, Value, String) {
-    let job = serde_json::json!({ "id": "thumb-job", "input": input }).to_string();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("thumb-job-{}-{n}", std::process::id());
+    let job = serde_json::json!({ "id": id, "input": input }).to_string();
+    // TMPDIR: the worker's temp dir, to look for leftovers in.
+    let tmp = std::env::temp_dir().join(format!("thumb-tmp-{id}"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp_text = tmp.to_str().unwrap().to_owned();
+    let mut env = env.to_vec();
+    env.push(("TMPDIR", &tmp_text));
     let (code, stdout, stderr) =
-        run_local(&example("thumbnail"), env, &["--test_input", &job], &[]);
+        run_local(&example("thumbnail"), &env, &["--test_input", &job], &[]);
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the job's downloads were not removed: {left:?}"
+    );
+    let _ = std::fs::remove_dir(&tmp);
     let out = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\nstderr: {stderr}"));
     (code, out, stderr)
@@ -130,10 +146,8 @@ async fn uploads_to_the_bucket_when_configured() {
     let output = &out["output"];
     assert!(output.get("image_base64").is_none());
     let url = output["url"].as_str().unwrap();
-    assert!(
-        url.contains("/thumbnails/thumb-job/thumbnail.png?"),
-        "{url}"
-    );
+    assert!(url.contains("/thumbnails/thumb-job-"), "{url}");
+    assert!(url.contains("/thumbnail.png?"), "{url}");
     let got = reqwest::get(url).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(png_size(&got.bytes().await.unwrap()), (40, 20));
