@@ -29,6 +29,10 @@ struct JobInner {
     /// The whole job object (`id`, `input`, and whatever else the platform sent).
     raw: Value,
     control: Arc<Control>,
+    /// The job's download directory, removed when the last clone of the job is dropped.
+    #[cfg(feature = "download")]
+    downloads:
+        std::sync::OnceLock<Result<crate::download::Downloads, crate::download::DownloadError>>,
 }
 
 /// Why a JSON value is not a job.
@@ -86,6 +90,8 @@ impl Job {
                 id,
                 raw,
                 control: Arc::default(),
+                #[cfg(feature = "download")]
+                downloads: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -165,6 +171,28 @@ impl Job {
             .iter()
             .filter_map(|raw| serde_json::from_str(raw.get()).ok())
             .collect()
+    }
+
+    /// Download `url` into this job's temporary directory and return the file's path
+    /// (feature `download`). The directory and everything in it are removed when the job ends
+    /// (when the worker drops its last clone of the job, after the result is posted).
+    ///
+    /// Only public `http`/`https` addresses, at most 5 redirects, at most
+    /// `RUNPOD_MAX_DOWNLOAD_BYTES` (5 GiB); see [`crate::download`] for the rules, and
+    /// [`crate::download::Downloads`] to choose other settings.
+    #[cfg(feature = "download")]
+    pub async fn download(
+        &self,
+        url: &str,
+    ) -> Result<std::path::PathBuf, crate::download::DownloadError> {
+        let downloads = self
+            .inner
+            .downloads
+            .get_or_init(|| crate::download::Downloads::new(&self.inner.id));
+        match downloads {
+            Ok(downloads) => downloads.fetch(url).await,
+            Err(e) => Err(e.clone()),
+        }
     }
 
     pub(crate) fn control(&self) -> &Arc<Control> {

@@ -27,10 +27,16 @@
 //! jobs from the platform until SIGTERM. Both functions stay plain Rust that tests can call.
 //!
 //! Without the macros, build a [`Handler`] with [`handler_fn`] and call [`run`].
+//!
+//! Opt-in features: `storage` ([`storage`]: upload large outputs and files to S3-compatible
+//! storage and return presigned URLs) and `download` ([`download`], `Job::download`: URL
+//! inputs into a per-job temporary directory, with the Python SDK's SSRF rules).
 
 mod client;
 mod config;
 mod control;
+#[cfg(feature = "download")]
+pub mod download;
 pub mod emulator;
 mod error;
 mod finite;
@@ -44,6 +50,8 @@ mod protocol;
 mod report;
 mod shutdown;
 mod start;
+#[cfg(feature = "storage")]
+pub mod storage;
 mod stream;
 mod worker;
 
