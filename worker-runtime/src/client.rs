@@ -307,10 +307,7 @@ pub(crate) async fn post(
 
 /// A delay between 50 % and 100 % of `delay`, so many workers do not retry in step.
 pub(crate) fn jitter(delay: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    let fraction = 0.5 + (h.finish() % 1000) as f64 / 2000.0;
+    let fraction = 0.5 + (crate::random::random_u64() % 1000) as f64 / 2000.0;
     delay.mul_f64(fraction)
 }
 

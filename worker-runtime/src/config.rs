@@ -161,7 +161,7 @@ pub(crate) fn log_level(args: &Args, env: &impl Env) -> Result<LogLevel, Error> 
 impl PlatformConfig {
     pub(crate) fn from_env(env: &impl Env) -> Result<PlatformConfig, Error> {
         let pod_id = env.var("RUNPOD_POD_ID").filter(|v| !v.is_empty());
-        let worker_id = pod_id.clone().unwrap_or_else(random_worker_id);
+        let worker_id = pod_id.clone().unwrap_or_else(crate::random::random_hex128);
 
         let job_take = required_url(env, "RUNPOD_WEBHOOK_GET_JOB")?.replace("$ID", &worker_id);
         check_url("RUNPOD_WEBHOOK_GET_JOB", &job_take)?;
@@ -252,26 +252,6 @@ fn check_url(name: &str, url: &str) -> Result<(), Error> {
             "{name}={url:?} is not a valid URL: {e}"
         ))),
     }
-}
-
-/// A random worker id (32 hex digits) for when `RUNPOD_POD_ID` is not set.
-fn random_worker_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    let mut id = String::with_capacity(32);
-    for salt in 0..2u64 {
-        let mut h = state.build_hasher();
-        h.write_u64(salt);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.write_u32(std::process::id());
-        id.push_str(&format!("{:016x}", h.finish()));
-    }
-    id
 }
 
 #[cfg(test)]

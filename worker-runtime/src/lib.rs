@@ -47,6 +47,7 @@ mod limits;
 mod local;
 mod logging;
 mod protocol;
+mod random;
 mod report;
 mod shutdown;
 mod start;

@@ -4,7 +4,7 @@
 //! The SDK is installed once into a venv under Cargo's test temp dir (`python3 -m venv`,
 //! `pip install runpod==1.12.0`; about 30 s the first time). The tests skip with a message when
 //! python3 is missing, when the install fails (no network), or when
-//! `RUNPOD_SKIP_PYTHON_TESTS=1` is set.
+//! `RUNPOD_SKIP_PYTHON_TESTS=1` is set; under CI a failed setup fails them instead.
 
 #![cfg(unix)]
 
@@ -20,61 +20,23 @@ use worker::emulator::{Emulator, EmulatorHandle};
 
 const RUNPOD_VERSION: &str = "1.12.0";
 
+#[path = "support/venv.rs"]
+mod venv;
+
 /// The venv's python, or why the tests are skipped.
 fn python() -> Result<PathBuf, String> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON.get_or_init(setup_venv).clone()
-}
-
-fn setup_venv() -> Result<PathBuf, String> {
-    if std::env::var("RUNPOD_SKIP_PYTHON_TESTS").is_ok_and(|v| v == "1") {
-        return Err("RUNPOD_SKIP_PYTHON_TESTS=1".into());
-    }
-    if Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        return Err("python3 is not installed".into());
-    }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("venv-runpod-{RUNPOD_VERSION}"));
-    let python = venv.join("bin").join("python");
-    let ready = venv.join(".installed");
-    if ready.exists() {
-        return Ok(python);
-    }
-    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
-        let out = cmd
-            .output()
-            .map_err(|e| format!("{what} could not start: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv",
-    )?;
-    run(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("runpod=={RUNPOD_VERSION}"),
-        ]),
-        "pip install runpod",
-    )?;
-    std::fs::write(&ready, RUNPOD_VERSION).map_err(|e| e.to_string())?;
-    Ok(python)
+    PYTHON
+        .get_or_init(|| {
+            let requirement = format!("runpod=={RUNPOD_VERSION}");
+            venv::venv(
+                &format!("runpod-{RUNPOD_VERSION}"),
+                &requirement,
+                "RUNPOD_SKIP_PYTHON_TESTS",
+            )
+            .map(|bin| bin.join("python"))
+        })
+        .clone()
 }
 
 macro_rules! python_or_skip {

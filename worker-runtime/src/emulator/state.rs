@@ -977,25 +977,7 @@ fn policy_ms(policy: &Value, name: &str) -> Result<Option<Duration>, Refused> {
 
 /// A random, uuid-shaped job id with RunPod's suffix (`…-e1`, `sync-…-e1` for runsync).
 pub(crate) fn new_job_id(sync: bool) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let state = std::collections::hash_map::RandomState::new();
-    let half = |salt: u64| {
-        let mut h = state.build_hasher();
-        h.write_u64(n);
-        h.write_u64(salt);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.finish()
-    };
-    let bits = (u128::from(half(1)) << 64) | u128::from(half(2));
-    let hex = format!("{bits:032x}");
+    let hex = crate::random::random_hex128();
     format!(
         "{}{}-{}-{}-{}-{}-e1",
         if sync { "sync-" } else { "" },

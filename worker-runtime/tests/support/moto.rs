@@ -15,68 +15,23 @@ use std::time::{Duration, Instant};
 
 pub const MOTO_VERSION: &str = "5.2.5";
 
+#[path = "venv.rs"]
+mod venv;
+
 /// The venv's `moto_server`, or why the tests are skipped.
 pub fn moto_server() -> Result<PathBuf, String> {
     static SERVER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let result = SERVER.get_or_init(setup_venv).clone();
-    if let Err(why) = &result
-        && std::env::var_os("CI").is_some()
-        && std::env::var("WORKER_SKIP_S3_TESTS").as_deref() != Ok("1")
-    {
-        panic!("CI: the S3 tests need moto[server] and could not set it up: {why}");
-    }
-    result
-}
-
-fn setup_venv() -> Result<PathBuf, String> {
-    if std::env::var("WORKER_SKIP_S3_TESTS").as_deref() == Ok("1") {
-        return Err("WORKER_SKIP_S3_TESTS=1".into());
-    }
-    if Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        return Err("python3 is not installed".into());
-    }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("venv-moto-{MOTO_VERSION}"));
-    let server = venv.join("bin").join("moto_server");
-    let ready = venv.join(".installed");
-    if ready.exists() {
-        return Ok(server);
-    }
-    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
-        let out = cmd
-            .output()
-            .map_err(|e| format!("{what} could not start: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv",
-    )?;
-    run(
-        Command::new(venv.join("bin").join("python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("moto[server]=={MOTO_VERSION}"),
-        ]),
-        "pip install moto[server]",
-    )?;
-    std::fs::write(&ready, MOTO_VERSION).map_err(|e| e.to_string())?;
-    Ok(server)
+    SERVER
+        .get_or_init(|| {
+            let requirement = format!("moto[server]=={MOTO_VERSION}");
+            venv::venv(
+                &format!("moto-{MOTO_VERSION}"),
+                &requirement,
+                "WORKER_SKIP_S3_TESTS",
+            )
+            .map(|bin| bin.join("moto_server"))
+        })
+        .clone()
 }
 
 /// A running moto server, killed when dropped.
