@@ -26,6 +26,10 @@
 //! `webhook` (one POST of the final status body, retried twice), cancellation (the worker learns
 //! it through job-stop), and lost workers (a job whose worker is not heard from for the worker
 //! timeout is re-queued once, then TIMED_OUT).
+//!
+//! Benchmarks and tests can queue jobs without HTTP ([`EmulatorHandle::submit`]) and timestamp
+//! the worker API's events with an [`Observer`] ([`EmulatorBuilder::observer`]); without one
+//! the request path pays only an `Option` check.
 
 mod client_api;
 mod state;
@@ -72,7 +76,27 @@ impl Emulator {
             worker_timeout: None,
             webhook_retry_delay: Duration::from_secs(10),
             execution_timeout: None,
+            observer: None,
         }
+    }
+}
+
+/// Sees the worker API's events as they happen, for benchmarks (the platform-side instants of
+/// cold start and per-job overhead). Called on the request path, outside the emulator's lock:
+/// keep it cheap (record an `Instant`, nothing that blocks).
+pub trait Observer: std::fmt::Debug + Send + Sync + 'static {
+    /// A job-take or job-take-batch request from `worker_id` arrived (before it is held).
+    fn take_requested(&self, worker_id: &str) {
+        let _ = worker_id;
+    }
+    /// `job_id` was handed to a worker: its job-take answer is about to be sent.
+    fn job_handed(&self, job_id: &str) {
+        let _ = job_id;
+    }
+    /// The final result of `job_id` (a job-done post that is not a progress update) was
+    /// accepted.
+    fn job_finished(&self, job_id: &str) {
+        let _ = job_id;
     }
 }
 
@@ -87,6 +111,7 @@ pub struct EmulatorBuilder {
     worker_timeout: Option<Duration>,
     webhook_retry_delay: Duration,
     execution_timeout: Option<Duration>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl EmulatorBuilder {
@@ -141,6 +166,12 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Report the worker API's events to `observer` (default: none).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Listen and start serving in the background (on the current tokio runtime).
     pub async fn build(self) -> Result<EmulatorHandle, Error> {
         if self.endpoint_id.is_empty()
@@ -180,6 +211,7 @@ impl EmulatorBuilder {
             endpoint_id: self.endpoint_id.clone(),
             api_key: self.api_key.clone(),
             shutdown: stop_rx.clone(),
+            observer: self.observer.clone(),
         });
         let router = router(app.clone());
         let reaper = tokio::spawn(reap(app.clone()));
@@ -215,6 +247,7 @@ impl EmulatorBuilder {
             ping_interval: self.ping_interval,
             stop: stop_tx,
             tasks: vec![server, reaper],
+            app,
         })
     }
 }
@@ -229,6 +262,7 @@ pub struct EmulatorHandle {
     ping_interval: Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    app: Arc<App>,
 }
 
 impl EmulatorHandle {
@@ -291,6 +325,17 @@ impl EmulatorHandle {
         })
     }
 
+    /// Queue a job as `/run` would (`request` is its body, e.g. `{"input": …}`), without HTTP.
+    /// Returns the job id.
+    pub fn submit(&self, request: Value) -> Result<String, Error> {
+        match self.app.state.submit(request, false) {
+            Ok((view, _)) => Ok(view["id"].as_str().unwrap_or_default().to_owned()),
+            Err(state::Refused::BadRequest(why) | state::Refused::NotFound(why)) => {
+                Err(Error::config(why))
+            }
+        }
+    }
+
     /// Stop serving: long-polls answer at once, then the server and its timers stop.
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
@@ -319,6 +364,7 @@ pub(crate) struct App {
     endpoint_id: String,
     api_key: Option<String>,
     shutdown: watch::Receiver<bool>,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
 }
 
 impl App {
