@@ -11,7 +11,8 @@
 //! SDK forks its heartbeat).
 //!
 //! Options: `--runs N` (default 3; medians are quoted), `--quick` (1 run, shorter bursts),
-//! `--skip-python`, `--skip-runpod-sdk`, `--no-write` (print only).
+//! `--skip-python`, `--skip-runpod-sdk`, `--only ceiling,ours,ours-logs-off,runpod-sdk,python-sync,python-async`,
+//! `--no-write` (print only).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -92,6 +93,13 @@ impl Kind {
             Kind::PyAsync => "Python async",
         }
     }
+    /// The name in `--only` and log file names: `ours-logs-off`, `python-sync`, …
+    fn slug(self) -> String {
+        self.name()
+            .to_lowercase()
+            .replace(", ", "-")
+            .replace(' ', "-")
+    }
     fn python(self) -> bool {
         matches!(self, Kind::PySync | Kind::PyAsync)
     }
@@ -142,7 +150,7 @@ fn spawn(kind: Kind, c: usize, paths: &Paths, emulator: &EmulatorHandle) -> Proc
     };
     let log_dir = paths.bench.join("logs");
     let _ = std::fs::create_dir_all(&log_dir);
-    let log = log_dir.join(format!("{}-c{c}.log", kind.name().replace([' ', ','], "-")));
+    let log = log_dir.join(format!("{}-c{c}.log", kind.slug()));
     let file = std::fs::File::create(&log).expect("a log file");
     let home = paths.bench.join("home");
     let _ = std::fs::create_dir_all(&home);
@@ -286,17 +294,18 @@ impl Run<'_> {
             .collect()
     }
 
-    /// Wait until every id has its final result, or `deadline`. Returns how many did.
-    async fn wait(&self, ids: &[String], deadline: Instant) -> usize {
+    /// Final results received so far (all jobs of this emulator).
+    fn finished_count(&self) -> usize {
+        self.recorder.lock().finished.len()
+    }
+
+    /// Wait until `n` more final results than `base` arrived, or `deadline`. Returns how many
+    /// did. O(1) per wake-up: the recorder wakes it on every result.
+    async fn wait(&self, base: usize, n: usize, deadline: Instant) -> usize {
         loop {
             let notified = self.recorder.finished.notified();
-            let done = {
-                let events = self.recorder.lock();
-                ids.iter()
-                    .filter(|id| events.finished.contains_key(*id))
-                    .count()
-            };
-            if done == ids.len() || Instant::now() >= deadline {
+            let done = self.finished_count().saturating_sub(base);
+            if done >= n || Instant::now() >= deadline {
                 return done;
             }
             let _ = tokio::time::timeout(Duration::from_millis(20), notified).await;
@@ -350,6 +359,7 @@ impl Run<'_> {
         let n = if sleep { b.sleep_rounds * c } else { b.burst };
         let limit = if sleep { b.sleep_time } else { b.burst_time };
         let started = Instant::now();
+        let base = self.finished_count();
         let ids = self.submit(n, |i| {
             if sleep {
                 json!({ "n": i, "sleep_ms": SLEEP_MS })
@@ -357,10 +367,21 @@ impl Run<'_> {
                 json!({ "n": i })
             }
         });
-        let done = self.wait(&ids, started + limit).await;
-        let rate = self.rate(&ids, c, done == ids.len());
-        if !sleep && c == 1 && done == ids.len() {
-            // The burst's last job: is it held back by a prefetching long-poll?
+        let done = self.wait(base, ids.len(), started + limit).await;
+        let rate = self.rate(&ids, c, done >= ids.len());
+        self.drain(&ids).await;
+        rate
+    }
+
+    /// A short burst (queued at once): is its last job's result held back, e.g. by a
+    /// prefetching long-poll? Handed-out → final result of the last job.
+    async fn tail(&mut self, n: usize) {
+        let base = self.finished_count();
+        let ids = self.submit(n, |i| json!({ "tail": i }));
+        let done = self
+            .wait(base, n, Instant::now() + Duration::from_secs(10))
+            .await;
+        if done >= n {
             let e = self.recorder.lock();
             let last = ids.last().expect("a job");
             if let (Some(h), Some(f)) = (e.handed.get(last), e.finished.get(last)) {
@@ -370,7 +391,6 @@ impl Run<'_> {
             }
         }
         self.drain(&ids).await;
-        rate
     }
 
     /// One job at a time: handed-out → final result, per job.
@@ -378,12 +398,13 @@ impl Run<'_> {
         let deadline = Instant::now() + b.sequential_time;
         let mut overheads = Vec::new();
         for i in 0..b.sequential {
+            let base = self.finished_count();
             let id = self
                 .emulator
                 .submit(json!({"input": {"n": i}}))
                 .expect("submit");
             let ids = [id];
-            if self.wait(&ids, deadline + TAKE_TIMEOUT * 2).await == 0 {
+            if self.wait(base, 1, deadline + TAKE_TIMEOUT * 2).await == 0 {
                 break;
             }
             let e = self.recorder.lock();
@@ -448,14 +469,16 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
 
     let b = budget(kind, c, quick);
     // Warm-up: a few jobs through every slot.
+    let base = run.finished_count();
     let warm = run.submit(2 * c, |i| json!({ "warm": i }));
-    run.wait(&warm, Instant::now() + Duration::from_secs(10))
+    run.wait(base, warm.len(), Instant::now() + Duration::from_secs(10))
         .await;
     run.drain(&warm).await;
     if c == 1 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         run.record("idle_rss_mb", rss(pgid).0);
         run.sequential(b).await;
+        run.tail(if kind.python() { 3 } else { 200 }).await;
     }
     if let Some(rate) = run.burst(c, b, false).await {
         run.record(trivial_metric(c), rate);
@@ -884,6 +907,15 @@ async fn main() {
             missing.push((Kind::PySync, e.clone()));
             missing.push((Kind::PyAsync, e.clone()));
         }
+    }
+    // `--only ours,ceiling`: measure only these (by name, spaces and commas as `-`).
+    if let Some(only) = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        let wanted: Vec<&str> = only.split(',').collect();
+        kinds.retain(|k| wanted.contains(&k.slug().as_str()));
     }
     let paths = Paths {
         root: root.clone(),
