@@ -148,6 +148,8 @@ pub(crate) fn install_panic_hook() {
                 }
             });
             if !captured {
+                // The process may be going down: write out the buffered log lines first.
+                crate::logging::flush();
                 previous(info);
             }
         }));

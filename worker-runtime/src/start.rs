@@ -322,6 +322,7 @@ async fn run_loop<H: Handler>(
         (trigger, shutdown),
     )
     .await;
+    logging::flush();
     ExitCode::SUCCESS
 }
 

@@ -32,6 +32,10 @@
 //! ([`EmulatorBuilder::log_requests`]), inject seeded faults on the worker routes
 //! ([`EmulatorBuilder::faults`], [`Faults`]), and count final results posted twice
 //! ([`EmulatorHandle::stats`]).
+//!
+//! Benchmarks and tests can queue jobs without HTTP ([`EmulatorHandle::submit`]) and timestamp
+//! the worker API's events with an [`Observer`] ([`EmulatorBuilder::observer`]); without one
+//! the request path pays only an `Option` check.
 
 mod client_api;
 mod faults;
@@ -85,7 +89,27 @@ impl Emulator {
             faults: None,
             record_requests: false,
             log_requests: false,
+            observer: None,
         }
+    }
+}
+
+/// Sees the worker API's events as they happen, for benchmarks (the platform-side instants of
+/// cold start and per-job overhead). Called on the request path, outside the emulator's lock:
+/// keep it cheap (record an `Instant`, nothing that blocks).
+pub trait Observer: std::fmt::Debug + Send + Sync + 'static {
+    /// A job-take or job-take-batch request from `worker_id` arrived (before it is held).
+    fn take_requested(&self, worker_id: &str) {
+        let _ = worker_id;
+    }
+    /// `job_id` was handed to a worker: its job-take answer is about to be sent.
+    fn job_handed(&self, job_id: &str) {
+        let _ = job_id;
+    }
+    /// The final result of `job_id` (a job-done post that is not a progress update) was
+    /// accepted.
+    fn job_finished(&self, job_id: &str) {
+        let _ = job_id;
     }
 }
 
@@ -103,6 +127,7 @@ pub struct EmulatorBuilder {
     faults: Option<Faults>,
     record_requests: bool,
     log_requests: bool,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl EmulatorBuilder {
@@ -177,6 +202,12 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Report the worker API's events to `observer` (default: none).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Listen and start serving in the background (on the current tokio runtime).
     pub async fn build(self) -> Result<EmulatorHandle, Error> {
         if self.endpoint_id.is_empty()
@@ -217,6 +248,7 @@ impl EmulatorBuilder {
             api_key: self.api_key.clone(),
             shutdown: stop_rx.clone(),
             instrument: Instrument::new(self.record_requests, self.log_requests, self.faults),
+            observer: self.observer.clone(),
         });
         let router = router(app.clone());
         let reaper = tokio::spawn(reap(app.clone()));
@@ -356,6 +388,17 @@ impl EmulatorHandle {
         })
     }
 
+    /// Queue a job as `/run` would (`request` is its body, e.g. `{"input": …}`), without HTTP.
+    /// Returns the job id.
+    pub fn submit(&self, request: Value) -> Result<String, Error> {
+        match self.app.state.submit(request, false) {
+            Ok((view, _)) => Ok(view["id"].as_str().unwrap_or_default().to_owned()),
+            Err(state::Refused::BadRequest(why) | state::Refused::NotFound(why)) => {
+                Err(Error::config(why))
+            }
+        }
+    }
+
     /// Stop serving: long-polls answer at once, then the server and its timers stop.
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
@@ -385,6 +428,7 @@ pub(crate) struct App {
     api_key: Option<String>,
     shutdown: watch::Receiver<bool>,
     instrument: Instrument,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
 }
 
 impl App {

@@ -123,6 +123,9 @@ struct Inner {
     /// Final job-done posts for jobs already final (see `EmulatorStats`).
     duplicate_finals: u64,
     conflicting_finals: u64,
+    /// The deadline the reaper sleeps until (the last sweep's answer, or a sooner one
+    /// [`State::schedule`] woke it for); `None`: no deadline pending.
+    next_sweep: Option<Instant>,
 }
 
 /// A terminal job's webhook delivery, to start once the lock is released.
@@ -260,13 +263,13 @@ impl State {
         let view = {
             let mut inner = self.lock();
             let view = view(&job);
+            self.schedule(&mut inner, job.submitted + job.ttl);
             inner.jobs.insert(id.clone(), job);
             inner.queue.push_back(id.clone());
             view
         };
         tracing::info!("emulator: job {id} queued");
         self.queued.notify_waiters();
-        self.timers.notify_one();
         Ok((view, rx))
     }
 
@@ -451,6 +454,7 @@ impl State {
     /// the job `id`.
     pub(crate) fn take(&self, worker: &str, max: usize) -> Vec<Value> {
         let mut taken = Vec::new();
+        let mut deadlines = Vec::new();
         {
             let mut inner = self.lock();
             let now = Instant::now();
@@ -467,6 +471,9 @@ impl State {
                 }
                 job.status = Status::InProgress;
                 job.started = Some(now);
+                if let Some(limit) = job.execution_timeout {
+                    deadlines.push(now + limit);
+                }
                 job.worker = Some(worker.to_owned());
                 job.changed.send_replace(Status::InProgress);
                 let mut payload = Map::with_capacity(job.request.len() + 1);
@@ -480,15 +487,15 @@ impl State {
             worker_entry(&mut inner, worker)
                 .stops
                 .retain(|s| !ids.contains(&s.as_str()));
-        }
-        if !taken.is_empty() {
-            for job in &taken {
-                tracing::info!(
-                    "emulator: job {} taken by worker {worker}",
-                    job["id"].as_str().unwrap_or_default()
-                );
+            if let Some(&soonest) = deadlines.iter().min() {
+                self.schedule(&mut inner, soonest);
             }
-            self.timers.notify_one();
+        }
+        for job in &taken {
+            tracing::info!(
+                "emulator: job {} taken by worker {worker}",
+                job["id"].as_str().unwrap_or_default()
+            );
         }
         taken
     }
@@ -747,6 +754,7 @@ impl State {
             inner
                 .workers
                 .retain(|_, w| w.open_polls > 0 || now < w.last_seen + forget);
+            inner.next_sweep = next;
         }
         for hook in hooks {
             self.after(hook);
@@ -755,6 +763,17 @@ impl State {
     }
 
     /* ---- helpers ---- */
+
+    /// A deadline at `at` now exists: wake the reaper if that is sooner than the one it sleeps
+    /// until. A later one is found by the sweep that the sooner deadline triggers anyway. A
+    /// sweep visits every job (results are kept 30 minutes), so waking it on every take and
+    /// result made the emulator's cost per job grow with the jobs it holds.
+    fn schedule(&self, inner: &mut Inner, at: Instant) {
+        if inner.next_sweep.is_none_or(|next| at < next) {
+            inner.next_sweep = Some(at);
+            self.timers.notify_one();
+        }
+    }
 
     fn alive(&self, worker: &Worker, now: Instant) -> bool {
         worker.open_polls > 0 || now < worker.last_seen + self.settings.worker_timeout
@@ -798,6 +817,11 @@ impl State {
         error: Option<Value>,
     ) -> Option<WebhookCall> {
         let job = inner.jobs.get_mut(id)?;
+        let retention = if job.sync {
+            SYNC_RETENTION
+        } else {
+            RUN_RETENTION
+        };
         let was = job.status;
         job.status = status;
         job.finished = Some(Instant::now());
@@ -828,7 +852,7 @@ impl State {
         {
             self.tell_stop(inner, &worker, id);
         }
-        self.timers.notify_one();
+        self.schedule(inner, Instant::now() + retention);
         hook
     }
 
@@ -861,10 +885,15 @@ impl Drop for PollGuard<'_> {
         {
             let mut inner = self.state.lock();
             let w = worker_entry(&mut inner, self.worker);
-            w.last_seen = Instant::now();
+            let now = Instant::now();
+            w.last_seen = now;
             w.open_polls = w.open_polls.saturating_sub(1);
+            if w.open_polls == 0 {
+                // From now on the worker can be lost (if it holds jobs).
+                let at = now + self.state.settings.worker_timeout;
+                self.state.schedule(&mut inner, at);
+            }
         }
-        self.state.timers.notify_one();
     }
 }
 

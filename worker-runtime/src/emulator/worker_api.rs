@@ -65,6 +65,9 @@ async fn job_take_batch(
 /// Hold the request until a job is queued (a JSON object, or an array for the batch form) or
 /// the long-poll timeout passes (204).
 async fn take(app: &App, worker: &str, batch: Option<usize>) -> Response {
+    if let Some(observer) = &app.observer {
+        observer.take_requested(worker);
+    }
     let _open = app.state.open_poll(worker);
     let deadline = tokio::time::Instant::now() + app.state.settings.take_timeout;
     loop {
@@ -73,6 +76,11 @@ async fn take(app: &App, worker: &str, batch: Option<usize>) -> Response {
         queued.as_mut().enable();
         let jobs = app.state.take(worker, batch.unwrap_or(1));
         if !jobs.is_empty() {
+            if let Some(observer) = &app.observer {
+                for job in &jobs {
+                    observer.job_handed(job["id"].as_str().unwrap_or_default());
+                }
+            }
             let body = match batch {
                 Some(_) => Value::Array(jobs),
                 None => jobs.into_iter().next().unwrap_or_default(),
@@ -130,7 +138,12 @@ async fn job_done(
         Err(response) => return response,
     };
     let is_stream = query.get("isStream").is_some_and(|v| v == "true");
-    answer(app.state.done(&p.worker_id, &p.job_id, body, is_stream))
+    let is_final = body.get("status").and_then(Value::as_str) != Some("IN_PROGRESS");
+    let report = app.state.done(&p.worker_id, &p.job_id, body, is_stream);
+    if let (Some(observer), Report::Accepted, true) = (&app.observer, &report, is_final) {
+        observer.job_finished(&p.job_id);
+    }
+    answer(report)
 }
 
 async fn job_stream(
