@@ -104,6 +104,10 @@ struct Shared<H> {
     limits: Limits,
     stop_taking: ShutdownTrigger,
     shutdown: Shutdown,
+    /// Results being posted after their job gave its slot back. Bounded, so a platform that
+    /// does not take results cannot make the worker pile up finished jobs: once it is full, a
+    /// finished job keeps its slot until it can post.
+    posting: Arc<Semaphore>,
 }
 
 /// Back-off between failed requests: doubles from 100 ms to 10 s, reset by success.
@@ -198,6 +202,10 @@ pub(crate) async fn run<H: Handler>(
         urls: cfg.urls.clone(),
         retry,
     });
+    let (mut current, modifier) = match options.concurrency {
+        Concurrency::Fixed(n) => (n.max(1), None),
+        Concurrency::Dynamic(f) => (f(1).max(1), Some(f)),
+    };
     let shared = Arc::new(Shared {
         handler,
         cfg,
@@ -209,11 +217,8 @@ pub(crate) async fn run<H: Handler>(
         limits,
         stop_taking,
         shutdown: shutdown.clone(),
+        posting: Arc::new(Semaphore::new(current.max(8))),
     });
-    let (mut current, modifier) = match options.concurrency {
-        Concurrency::Fixed(n) => (n.max(1), None),
-        Concurrency::Dynamic(f) => (f(1).max(1), Some(f)),
-    };
     let mut slots = Slots::new(current);
     let mut tasks = JoinSet::new();
     let mut backoff = Backoff::new();
@@ -377,7 +382,7 @@ async fn run_job<H: Handler>(
     let id = job.id().to_owned();
     let span = job_span(&job);
     async {
-        let _permit = match permit {
+        let slot = match permit {
             Some(p) => p,
             None => match slots.acquire_owned().await {
                 Ok(p) => p,
@@ -415,6 +420,14 @@ async fn run_job<H: Handler>(
         let (_, bytes, is_stream) =
             encode_final(outcome, &control, stop_pod, reporter, shared.limits.max_output_bytes);
         let url = shared.cfg.urls.done(&id, is_stream);
+        if stop_pod {
+            tracing::info!("the worker asked to be refreshed: taking no new jobs, exiting once running jobs finish");
+            shared.stop_taking.trigger();
+        }
+        // The handler is done: give the slot back so the next job-take overlaps this post. The
+        // job stays in flight (job_in_progress=1, in pings) until its result is posted.
+        let posting = shared.posting.clone().acquire_owned().await;
+        drop(slot);
         match client::post(&shared.client, &url, &id, bytes, shared.retry).await {
             Ok(()) => tracing::info!("Finished."),
             Err(e) if e.is_retryable() => tracing::error!(
@@ -426,10 +439,7 @@ async fn run_job<H: Handler>(
                 "Failed to return job results: the platform refused them ({e}); not retried"
             ),
         }
-        if stop_pod {
-            tracing::info!("the worker asked to be refreshed: taking no new jobs, exiting once running jobs finish");
-            shared.stop_taking.trigger();
-        }
+        drop(posting);
     }
     .instrument(span)
     .await;
