@@ -347,6 +347,7 @@ mod tests {
         assert!(parse_stop(b"{nope").is_empty());
     }
 
+    #[cfg(feature = "serve-api")]
     mod against_the_emulator {
         use super::super::*;
         use crate::emulator::{Emulator, EmulatorHandle, FaultKind, Faults, Route};

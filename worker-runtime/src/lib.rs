@@ -37,6 +37,7 @@ mod config;
 mod control;
 #[cfg(feature = "download")]
 pub mod download;
+#[cfg(feature = "serve-api")]
 pub mod emulator;
 mod error;
 mod finite;

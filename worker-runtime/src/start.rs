@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::__private::{InitFuture, InitProvider};
 use crate::config::{self, Args, Mode, PlatformConfig, ProcessEnv, ServeApi};
+#[cfg(feature = "serve-api")]
 use crate::emulator::Emulator;
 use crate::error::Error;
 use crate::handler::Handler;
@@ -257,8 +258,19 @@ impl Started {
     }
 }
 
+/// `--rp_serve_api` in a worker built without the `serve-api` feature.
+#[cfg(not(feature = "serve-api"))]
+async fn serve_api<H: Handler>(_: H, _: Settings, _: ServeApi, _: Limits) -> ExitCode {
+    tracing::error!(
+        "--rp_serve_api needs the `serve-api` feature of worker-runtime (on by default); this \
+         worker was built without it"
+    );
+    ExitCode::FAILURE
+}
+
 /// `--rp_serve_api`: a local RunPod emulator in this process, and the ordinary production loop
 /// taking its jobs over loopback.
+#[cfg(feature = "serve-api")]
 async fn serve_api<H: Handler>(
     handler: H,
     settings: Settings,
@@ -326,6 +338,7 @@ async fn run_loop<H: Handler>(
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "serve-api")]
 /// The request body of the `curl` suggested by `--rp_serve_api`: the embedded test input when
 /// it fits on a shell line, else an empty input.
 fn sample_request(settings: &Settings) -> String {
