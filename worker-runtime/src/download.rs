@@ -24,7 +24,6 @@
 //! Unlike the Python SDK, a failed download is an error the handler sees (and can `?`), not a
 //! `None` in a list.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,27 +67,7 @@ pub enum DownloadErrorKind {
     Config,
 }
 
-impl DownloadError {
-    fn new(kind: DownloadErrorKind, message: impl Into<String>) -> DownloadError {
-        DownloadError {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// What kind of error this is.
-    pub fn kind(&self) -> DownloadErrorKind {
-        self.kind
-    }
-}
-
-impl fmt::Display for DownloadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for DownloadError {}
+crate::error::kinded_error!(DownloadError, DownloadErrorKind);
 
 /// A job's downloads: a temporary directory, created on the first download and removed with
 /// everything in it when this value is dropped.

@@ -1,6 +1,35 @@
-//! The runtime's one error type.
+//! The runtime's one error type, and the shape every error type of this crate shares: a kind
+//! to match on and a message that says what to fix.
 
-use std::fmt;
+/// `new(kind, message)`, `kind()`, `Display` (the message) and `std::error::Error` for a
+/// `struct $name { kind: $kind, message: String }`.
+macro_rules! kinded_error {
+    ($name:ident, $kind:ident) => {
+        impl $name {
+            pub(crate) fn new(kind: $kind, message: impl Into<String>) -> $name {
+                $name {
+                    kind,
+                    message: message.into(),
+                }
+            }
+
+            /// What kind of error this is.
+            pub fn kind(&self) -> $kind {
+                self.kind
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.message)
+            }
+        }
+
+        impl ::std::error::Error for $name {}
+    };
+}
+#[allow(unused_imports)] // used by the feature-gated `download` and `storage` modules
+pub(crate) use kinded_error;
 
 /// Why the worker could not start or run: bad configuration, a failed `#[worker::init]`, or an
 /// invalid job given to [`Job::from_json`](crate::Job::from_json).
@@ -26,14 +55,9 @@ pub enum ErrorKind {
     Io,
 }
 
-impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-        }
-    }
+kinded_error!(Error, ErrorKind);
 
+impl Error {
     pub(crate) fn config(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Config, message)
     }
@@ -41,17 +65,4 @@ impl Error {
     pub(crate) fn invalid_job(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::InvalidJob, message)
     }
-
-    /// What kind of error this is.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}

@@ -277,13 +277,8 @@ async fn serve_api<H: Handler>(
     api: ServeApi,
     limits: Limits,
 ) -> ExitCode {
-    let host = if api.host.contains(':') && !api.host.starts_with('[') {
-        format!("[{}]", api.host)
-    } else {
-        api.host
-    };
     let emulator = match Emulator::builder()
-        .bind(format!("{host}:{}", api.port))
+        .bind_host(&api.host, api.port)
         .build()
         .await
     {
@@ -356,6 +351,17 @@ fn fail(what: &str, error: &Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The multi-thread tokio runtime a worker binary runs on; on failure the message is printed.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: could not start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// The `main` of a `#[worker::handler]` binary: build the runtime, read the configuration, run
 /// init once, build the handler around its state, then run.
 pub fn main<I: InitProvider, H: Handler>(
@@ -364,15 +370,9 @@ pub fn main<I: InitProvider, H: Handler>(
 ) -> ExitCode {
     report::install_panic_hook();
     let args = Args::from_env();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: could not start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(async move {
         let started = match Started::new(args) {

@@ -96,27 +96,7 @@ pub enum StorageErrorKind {
     Upload,
 }
 
-impl StorageError {
-    fn new(kind: StorageErrorKind, message: impl Into<String>) -> StorageError {
-        StorageError {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// What kind of error this is.
-    pub fn kind(&self) -> StorageErrorKind {
-        self.kind
-    }
-}
-
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for StorageError {}
+crate::error::kinded_error!(StorageError, StorageErrorKind);
 
 /// An S3-compatible bucket to upload job outputs to.
 #[derive(Debug, Clone)]

@@ -78,25 +78,14 @@ fn main() -> ExitCode {
         .with_max_level(tracing::Level::INFO)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match worker::__private::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: could not start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> ExitCode {
-    let host = if args.host.contains(':') && !args.host.starts_with('[') {
-        format!("[{}]", args.host)
-    } else {
-        args.host.clone()
-    };
     let faults = match args.faults() {
         Ok(faults) => faults,
         Err(e) => {
@@ -115,7 +104,7 @@ async fn run(args: Args) -> ExitCode {
         .log_requests(args.log_requests)
         .endpoint_id(args.endpoint_id.clone())
         .api_key(args.api_key.clone())
-        .bind(format!("{host}:{}", args.port))
+        .bind_host(&args.host, args.port)
         .build()
         .await
     {

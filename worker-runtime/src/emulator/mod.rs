@@ -150,6 +150,15 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The host (a name, an IPv4 or an IPv6 address, bracketed or not) and port to listen on.
+    pub fn bind_host(self, host: &str, port: u16) -> Self {
+        if host.contains(':') && !host.starts_with('[') {
+            self.bind(format!("[{host}]:{port}"))
+        } else {
+            self.bind(format!("{host}:{port}"))
+        }
+    }
+
     /// How long job-take and job-stop long-polls are held before answering 204 (default 30 s).
     pub fn take_timeout(mut self, timeout: Duration) -> Self {
         self.take_timeout = timeout;
