@@ -23,14 +23,10 @@ pub(crate) fn user_agent() -> String {
     )
 }
 
-/// Install the TLS crypto provider (ring) once; reqwest needs one for https URLs.
-pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// Build the shared HTTP client with the platform's headers.
 pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
-    install_crypto_provider();
+    let tls = crate::tls::client_config()
+        .map_err(|e| crate::Error::config(format!("could not set up TLS: {e}")))?;
     let mut headers = HeaderMap::new();
     if !api_key.is_empty() {
         let mut key = HeaderValue::from_str(api_key).map_err(|_| {
@@ -47,6 +43,7 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
             .unwrap_or(HeaderValue::from_static("RunPod-Rust-Worker")),
     );
     Client::builder()
+        .tls_backend_preconfigured(tls)
         .default_headers(headers)
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)

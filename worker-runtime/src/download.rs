@@ -184,7 +184,6 @@ impl Downloads {
                 format!("{url:?} is not a URL: {e}"),
             )
         })?;
-        crate::client::install_crypto_provider();
         let mut redirects = 0;
         let response = loop {
             let client = self.pinned_client(&current).await?;
@@ -343,7 +342,14 @@ impl Downloads {
                 ),
             ));
         }
+        let tls = crate::tls::client_config().map_err(|e| {
+            DownloadError::new(
+                DownloadErrorKind::Network,
+                format!("could not set up TLS: {e}"),
+            )
+        })?;
         reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .user_agent(crate::client::user_agent())
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

@@ -55,6 +55,7 @@ mod start;
 #[cfg(feature = "storage")]
 pub mod storage;
 mod stream;
+mod tls;
 mod worker;
 
 #[doc(hidden)]

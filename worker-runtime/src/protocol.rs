@@ -51,6 +51,22 @@ pub(crate) struct Urls {
 }
 
 impl Urls {
+    /// Whether any platform URL is https (then the TLS trust store will be needed).
+    pub(crate) fn any_https(&self) -> bool {
+        [
+            Some(&self.job_take),
+            Some(&self.job_done),
+            self.job_stream.as_ref(),
+            self.ping.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|url| {
+            url.get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        })
+    }
+
     /// The job-take URL for `free` free slots: the single form for one, the batch form
     /// (`/job-take-batch/…&batch_size=N`) for more; `job_in_progress=1` whenever a job is in
     /// flight or queued in this worker.

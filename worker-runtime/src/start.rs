@@ -192,6 +192,10 @@ impl Started {
         let mode = mode.map_err(|e| fail("configuration", &e))?;
         let client = match &mode {
             Mode::Production(cfg) => {
+                if cfg.urls.any_https() {
+                    // Read the trust store while init runs and the first job-take connects.
+                    crate::tls::load_roots_in_background();
+                }
                 Some(crate::client::build(&cfg.api_key).map_err(|e| fail("configuration", &e))?)
             }
             Mode::LocalTest { .. } | Mode::ServeApi(_) => None,

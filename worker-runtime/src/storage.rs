@@ -180,7 +180,7 @@ impl Bucket {
 
     /// A bucket from explicit settings.
     pub fn new(config: BucketConfig) -> Result<Bucket, StorageError> {
-        crate::client::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let endpoint = Url::parse(&config.endpoint_url).map_err(|e| {
             StorageError::new(
                 StorageErrorKind::Config,

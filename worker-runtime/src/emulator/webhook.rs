@@ -13,7 +13,7 @@ fn client() -> Option<&'static reqwest::Client> {
     static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            crate::client::install_crypto_provider();
+            crate::tls::install_crypto_provider();
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .user_agent(format!("runpod-emulator/{}", crate::protocol::VERSION))

@@ -1,0 +1,242 @@
+//! The production loop over https: a TLS-terminating proxy (rustls, with a CA and a server
+//! certificate made by the `openssl` command) in front of the emulator, and the `echo` example
+//! pointed at `https://localhost:…`, trusting only what `SSL_CERT_FILE` names. The worker reads
+//! its trust store on the first handshake (not at start-up), so these check that the lazy
+//! verifier really verifies: the right CA works, a wrong one is refused with the reason, and a
+//! missing store says what to install.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::json;
+use support::{Platform, WorkerProcess, example};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A CA and a `localhost` server certificate it signed, plus a second, unrelated CA.
+struct Certificates {
+    dir: PathBuf,
+}
+
+impl Certificates {
+    fn make() -> Certificates {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "worker-https-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for ca in ["test-ca", "other-ca"] {
+            openssl(
+                &dir,
+                &format!(
+                    "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+                     -subj /CN={ca} -addext basicConstraints=critical,CA:TRUE \
+                     -addext keyUsage=critical,keyCertSign,cRLSign -keyout {ca}.key -out {ca}.pem"
+                ),
+            );
+        }
+        openssl(
+            &dir,
+            "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+             -keyout server.key -out server.csr",
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            &dir,
+            "x509 -req -in server.csr -CA test-ca.pem -CAkey test-ca.key -CAcreateserial -days 2 \
+             -extfile server.ext -out server.pem",
+        );
+        Certificates { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run `openssl` with whitespace-separated `args` in `dir`.
+fn openssl(dir: &Path, args: &str) {
+    let out = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("these tests make certificates with the `openssl` command: {e} (apt-get install openssl)")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Terminate TLS on a loopback port and pass the bytes to `upstream`; returns the port.
+async fn tls_proxy(certs: &Certificates, upstream: SocketAddr) -> u16 {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.path("server.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.path("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A refused handshake is what some tests expect: just drop the connection.
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+/// The emulator's worker environment with its URLs moved to `https://localhost:{port}`.
+fn https_env(platform: &Platform, port: u16, trust: &[(&str, String)]) -> Vec<(String, String)> {
+    let plain = format!("http://{}", platform.handle.local_addr());
+    let mut env: Vec<(String, String)> = platform
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k, v.replace(&plain, &format!("https://localhost:{port}"))))
+        .collect();
+    assert!(env.iter().any(|(_, v)| v.starts_with("https://localhost")));
+    env.extend(trust.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_and_pings_go_over_https_to_a_trusted_platform() {
+    let certs = Certificates::make();
+    let platform = Platform::start().await;
+    let port = tls_proxy(&certs, platform.handle.local_addr()).await;
+    let env = https_env(
+        &platform,
+        port,
+        &[
+            ("SSL_CERT_FILE", certs.path("test-ca.pem")),
+            ("SSL_CERT_DIR", certs.path("no-such-dir")),
+        ],
+    );
+    let worker = WorkerProcess::spawn(&example("echo"), &env, &[]);
+
+    let id = platform.submit(json!({"input": {"over": "tls"}})).await;
+    let status = platform.finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(
+        status["output"],
+        json!({"over": "tls"}),
+        "{status}\nstdout:\n{}\nstderr:\n{}",
+        worker.stdout(),
+        worker.stderr()
+    );
+    let ping = platform.path("ping");
+    platform
+        .wait_for(Duration::from_secs(10), "a ping over https", |reqs| {
+            reqs.iter().find(|r| r.path == ping).cloned()
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused_and_named() {
+    let certs = Certificates::make();
+    let platform = Platform::start().await;
+    let port = tls_proxy(&certs, platform.handle.local_addr()).await;
+    let env = https_env(
+        &platform,
+        port,
+        &[
+            ("SSL_CERT_FILE", certs.path("other-ca.pem")),
+            ("SSL_CERT_DIR", certs.path("no-such-dir")),
+        ],
+    );
+    let worker = WorkerProcess::spawn(&example("echo"), &env, &[]);
+    let id = platform.submit(json!({"input": {}})).await;
+
+    let logs = wait_for_log(&worker, "Failed to get job").await;
+    assert!(
+        logs.contains("invalid peer certificate") && logs.contains("UnknownIssuer"),
+        "the log names the certificate problem:\n{logs}"
+    );
+    assert!(
+        platform.requests().is_empty(),
+        "nothing reached the platform"
+    );
+    assert_eq!(platform.status(&id).await["status"], "IN_QUEUE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_trust_store_says_what_to_install() {
+    let certs = Certificates::make();
+    let platform = Platform::start().await;
+    let port = tls_proxy(&certs, platform.handle.local_addr()).await;
+    let env = https_env(
+        &platform,
+        port,
+        &[
+            ("SSL_CERT_FILE", certs.path("no-such-file.pem")),
+            ("SSL_CERT_DIR", certs.path("no-such-dir")),
+        ],
+    );
+    let worker = WorkerProcess::spawn(&example("echo"), &env, &[]);
+
+    let logs = wait_for_log(&worker, "Failed to get job").await;
+    assert!(
+        logs.contains("could not load the CA certificates for https from SSL_CERT_FILE=")
+            && logs.contains("ca-certificates"),
+        "the log says what to install:\n{logs}"
+    );
+}
+
+/// The worker's stdout and stderr once `needle` shows in either (panics after 20 s).
+async fn wait_for_log(worker: &WorkerProcess, needle: &str) -> String {
+    for _ in 0..1000 {
+        let logs = format!("{}{}", worker.stdout(), worker.stderr());
+        if logs.contains(needle) {
+            return logs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "no {needle:?} in the worker's logs:\n{}{}",
+        worker.stdout(),
+        worker.stderr()
+    );
+}
