@@ -22,8 +22,9 @@ pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The rustls configuration for our reqwest clients: TLS 1.2 and 1.3, ALPN h2 then
-/// http/1.1 (what reqwest offers by default), and the process's shared system-roots verifier.
+/// The rustls configuration for our reqwest clients: TLS 1.2 and 1.3, ALPN http/1.1 (the
+/// runtime speaks HTTP/1.1, as the Python SDK's aiohttp does; see the workspace Cargo.toml),
+/// and the process's shared system-roots verifier.
 pub(crate) fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let verifier = system_roots();
     let mut config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
@@ -31,7 +32,7 @@ pub(crate) fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
