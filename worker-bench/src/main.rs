@@ -11,7 +11,7 @@
 //! SDK forks its heartbeat).
 //!
 //! Options: `--runs N` (default 3; medians are quoted), `--quick` (1 run, shorter bursts),
-//! `--skip-python`, `--skip-runpod-sdk`, `--only ceiling,ours,ours-logs-off,runpod-sdk,python-sync,python-async`,
+//! `--skip-python`, `--skip-runpod-sdk`, `--only ceiling,ours,ours-current_thread,ours-logs-off,runpod-sdk,python-sync,python-async`,
 //! `--no-write` (print only).
 
 use std::collections::{BTreeMap, HashMap};
@@ -76,6 +76,8 @@ impl Observer for Recorder {
 enum Kind {
     Ceiling,
     Ours,
+    /// Our worker on the single-threaded runtime (`flavor = "current_thread"`).
+    OursCurrentThread,
     OursQuiet,
     RunpodSdk,
     PySync,
@@ -87,6 +89,7 @@ impl Kind {
         match self {
             Kind::Ceiling => "ceiling",
             Kind::Ours => "ours",
+            Kind::OursCurrentThread => "ours, current_thread",
             Kind::OursQuiet => "ours, logs off",
             Kind::RunpodSdk => "runpod-sdk",
             Kind::PySync => "Python sync",
@@ -140,7 +143,9 @@ impl Drop for Process {
 fn spawn(kind: Kind, c: usize, paths: &Paths, emulator: &EmulatorHandle) -> Process {
     let mut cmd = match kind {
         Kind::Ceiling => Command::new(paths.release.join("bench-ceiling")),
-        Kind::Ours | Kind::OursQuiet => Command::new(paths.release.join("bench-echo")),
+        Kind::Ours | Kind::OursQuiet | Kind::OursCurrentThread => {
+            Command::new(paths.release.join("bench-echo"))
+        }
         Kind::RunpodSdk => Command::new(paths.runpod_sdk.as_ref().expect("built")),
         Kind::PySync | Kind::PyAsync => {
             let mut cmd = Command::new(paths.python.as_ref().expect("installed"));
@@ -156,6 +161,14 @@ fn spawn(kind: Kind, c: usize, paths: &Paths, emulator: &EmulatorHandle) -> Proc
     let _ = std::fs::create_dir_all(&home);
     cmd.envs(emulator.worker_env("bench"))
         .env("BENCH_CONCURRENCY", c.to_string())
+        .env(
+            "BENCH_RUNTIME",
+            if kind == Kind::OursCurrentThread {
+                "current_thread"
+            } else {
+                "multi_thread"
+            },
+        )
         .env("RUNPOD_WORKER_CONCURRENCY", c.to_string())
         .env(
             "BENCH_MODE",
@@ -727,6 +740,7 @@ impl Report {
         let cols: Vec<Kind> = [
             Kind::Ceiling,
             Kind::Ours,
+            Kind::OursCurrentThread,
             Kind::RunpodSdk,
             Kind::PySync,
             Kind::PyAsync,
@@ -896,7 +910,12 @@ async fn main() {
     } else {
         setup_python(&bench)
     };
-    let mut kinds = vec![Kind::Ceiling, Kind::Ours, Kind::OursQuiet];
+    let mut kinds = vec![
+        Kind::Ceiling,
+        Kind::Ours,
+        Kind::OursCurrentThread,
+        Kind::OursQuiet,
+    ];
     match &runpod_sdk {
         Ok(_) => kinds.push(Kind::RunpodSdk),
         Err(e) => missing.push((Kind::RunpodSdk, e.clone())),
@@ -928,6 +947,7 @@ async fn main() {
     let mut sizes = BTreeMap::new();
     if let Some(mb) = stripped_mb(&release.join("examples/echo"), &bench) {
         sizes.insert(Kind::Ours, mb);
+        sizes.insert(Kind::OursCurrentThread, mb);
     }
     if let Some(mb) = stripped_mb(&release.join("bench-ceiling"), &bench) {
         sizes.insert(Kind::Ceiling, mb);

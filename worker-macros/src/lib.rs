@@ -79,6 +79,13 @@ use proc_macro::TokenStream;
 /// - `test_input = "path/to/test_input.json"`: embed this file (relative to the package's
 ///   `Cargo.toml` directory) as the input of local test mode when neither `--test_input` nor
 ///   `./test_input.json` is given.
+/// - `flavor = "current_thread"`: run on a single-threaded tokio runtime instead of the default
+///   multi-thread one (`flavor = "multi_thread"`), as `#[tokio::main]` does. One thread means no
+///   hand-offs between threads: lower per-job overhead and memory for async handlers that only
+///   await (calls to other services). But the job loop, result posts, progress and cancellation
+///   then run on that thread too, so an async handler that blocks it (a synchronous model call,
+///   a busy loop) holds them all back, and `tokio::task::block_in_place` panics. Plain `fn`
+///   handlers still run on blocking threads; the heartbeat has its own thread either way.
 /// - `crate = "my_worker"`: the path of the runtime crate in generated code, when it is not
 ///   `::worker` (e.g. after `use worker as my_worker;`).
 ///

@@ -27,6 +27,7 @@ pub struct Settings {
     refresh_worker: bool,
     aggregate_stream: bool,
     test_input: Option<EmbeddedTestInput>,
+    current_thread: bool,
 }
 
 impl Settings {
@@ -37,6 +38,7 @@ impl Settings {
             refresh_worker: false,
             aggregate_stream: false,
             test_input: None,
+            current_thread: false,
         }
     }
 
@@ -57,6 +59,12 @@ impl Settings {
 
     pub const fn return_aggregate_stream(mut self) -> Settings {
         self.aggregate_stream = true;
+        self
+    }
+
+    /// Run on a single-threaded async runtime (`flavor = "current_thread"`).
+    pub const fn current_thread(mut self) -> Settings {
+        self.current_thread = true;
         self
     }
 
@@ -357,13 +365,16 @@ fn fail(what: &str, error: &Error) -> ExitCode {
 
 /// The multi-thread tokio runtime a worker binary runs on; on failure the message is printed.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: could not start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
+    build_runtime(tokio::runtime::Builder::new_multi_thread())
+}
+
+fn build_runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: could not start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// The `main` of a `#[worker::handler]` binary: build the runtime, read the configuration, run
@@ -374,7 +385,11 @@ pub fn main<I: InitProvider, H: Handler>(
 ) -> ExitCode {
     report::install_panic_hook();
     let args = Args::from_env();
-    let runtime = match runtime() {
+    let runtime = match build_runtime(if settings.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

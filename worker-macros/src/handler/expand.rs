@@ -35,6 +35,13 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     if options.aggregate_stream.is_some() {
         settings = quote!(#settings.return_aggregate_stream());
     }
+    if options
+        .flavor
+        .as_ref()
+        .is_some_and(|(flavor, _)| flavor == "current_thread")
+    {
+        settings = quote!(#settings.current_thread());
+    }
     if let Some((path, span)) = &options.test_input {
         // Spanned on the literal: a missing file is reported there.
         let path = LitStr::new(path, *span);
@@ -278,7 +285,29 @@ mod tests {
             out.contains(". test_input (\"t.json\" , :: core :: include_str !"),
             "{out}"
         );
+        assert!(!out.contains("current_thread"), "{out}");
         assert!(!out.contains("assert_state"), "{out}");
         assert!(!out.contains("::worker"), "{out}");
+    }
+
+    #[test]
+    fn current_thread_flavor() {
+        let out = expand_str(
+            quote!(flavor = "current_thread", concurrency = 2),
+            quote!(
+                async fn run(input: I) {}
+            ),
+        );
+        assert!(
+            out.contains("Settings :: new (\"run\") . concurrency (2) . current_thread ()"),
+            "{out}"
+        );
+        let out = expand_str(
+            quote!(flavor = "multi_thread"),
+            quote!(
+                async fn run(input: I) {}
+            ),
+        );
+        assert!(!out.contains("current_thread"), "{out}");
     }
 }

@@ -16,6 +16,7 @@ pub(crate) const ARGS: &[(&str, Kind)] = &[
     ("refresh_worker", Kind::Flag),
     ("return_aggregate_stream", Kind::Flag),
     ("test_input", Kind::Str("test_input.json")),
+    ("flavor", Kind::Str("current_thread")),
     ("crate", Kind::Str("my_worker")),
 ];
 
@@ -31,6 +32,8 @@ pub(crate) struct Options {
     /// Generate `fn main` (true) or `fn worker_main` (false).
     pub(crate) main: bool,
     pub(crate) test_input: Option<(String, Span)>,
+    /// `flavor = "current_thread"` or `"multi_thread"` (the default): the async runtime's kind.
+    pub(crate) flavor: Option<(String, Span)>,
     pub(crate) krate: syn::Path,
 }
 
@@ -43,6 +46,7 @@ impl Default for Options {
             aggregate_stream: None,
             main: true,
             test_input: None,
+            flavor: None,
             krate: attr::default_crate_path(),
         }
     }
@@ -112,6 +116,9 @@ pub(crate) fn options(attr: TokenStream, errors: &mut Errors) -> Options {
     }
     if let Some(Value::Str(path, span)) = args.get("test_input") {
         options.test_input = Some((path.clone(), *span));
+    }
+    if let Some(Value::Str(flavor, span)) = args.get("flavor") {
+        options.flavor = Some((flavor.clone(), *span));
     }
     options
 }

@@ -49,6 +49,19 @@ pub(crate) fn validate<'a>(
         ));
     }
 
+    if let Some((flavor, span)) = &options.flavor
+        && !matches!(flavor.as_str(), "multi_thread" | "current_thread")
+    {
+        errors.push(syn::Error::new(
+            *span,
+            format!(
+                "unknown runtime flavor `{flavor}`: write `flavor = \"multi_thread\"` (the \
+                 default: jobs and the job loop share a thread pool) or `flavor = \"current_thread\"` \
+                 (everything on one thread)"
+            ),
+        ));
+    }
+
     let mut inputs = Vec::new();
     let mut states = Vec::new();
     let mut contexts = Vec::new();
