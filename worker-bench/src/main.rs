@@ -972,8 +972,10 @@ async fn main() {
         for &kind in &kinds {
             let mut peak: f64 = 0.0;
             for &c in kind.concurrencies() {
-                eprintln!("run {}/{runs}: {} at concurrency {c}", run + 1, kind.name());
-                peak = peak.max(measure(kind, c, &paths, quick, &mut samples).await);
+                eprint!("run {}/{runs}: {} at concurrency {c}", run + 1, kind.name());
+                let this = measure(kind, c, &paths, quick, &mut samples).await;
+                eprintln!(" (peak RSS {this:.1} MB)");
+                peak = peak.max(this);
             }
             if kind != Kind::OursQuiet {
                 samples.entry((kind, "peak_rss_mb")).or_default().push(peak);
