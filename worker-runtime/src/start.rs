@@ -331,7 +331,10 @@ async fn run_loop<H: Handler>(
     heartbeat::start(&cfg, in_flight.clone());
     let (trigger, shutdown) = shutdown::channel();
     shutdown::on_signals(trigger.clone(), limits.shutdown_grace);
-    worker::run(
+    // The loop runs as a task, not in the caller's future: `block_on`'s future (the generated
+    // `main`, `#[tokio::main]`) lives on the main thread, outside the runtime's worker threads,
+    // so every job it spawned and every slot it waited on was a hand-off between threads.
+    let looping = tokio::spawn(worker::run(
         handler,
         cfg,
         client,
@@ -339,10 +342,16 @@ async fn run_loop<H: Handler>(
         options,
         limits,
         (trigger, shutdown),
-    )
-    .await;
+    ));
+    let code = match looping.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("the job loop stopped unexpectedly: {e}");
+            ExitCode::FAILURE
+        }
+    };
     logging::flush();
-    ExitCode::SUCCESS
+    code
 }
 
 #[cfg(feature = "serve-api")]
