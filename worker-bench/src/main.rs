@@ -201,6 +201,40 @@ fn spawn(kind: Kind, c: usize, paths: &Paths, emulator: &EmulatorHandle) -> Proc
 }
 
 /// (VmRSS, VmHWM) in MB, summed over the process group `pgid`.
+/// CPU time (user + system) used so far by the processes of group `pgid`, in seconds.
+fn cpu_seconds(pgid: u32) -> f64 {
+    // /proc/<pid>/stat counts in clock ticks, 100 per second on Linux.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name: state, ppid, pgrp, … utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
+            continue;
+        }
+        for field in fields.get(11..13).unwrap_or_default() {
+            ticks += field.parse::<u64>().unwrap_or(0);
+        }
+    }
+    ticks as f64 / TICKS_PER_SECOND
+}
+
 fn rss(pgid: u32) -> (f64, f64) {
     let (mut rss, mut hwm) = (0u64, 0u64);
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -493,8 +527,16 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
         run.sequential(b).await;
         run.tail(if kind.python() { 3 } else { 200 }).await;
     }
+    let (cpu_before, done_before) = (cpu_seconds(pgid), run.finished_count());
     if let Some(rate) = run.burst(c, b, false).await {
         run.record(trivial_metric(c), rate);
+    }
+    // The burst's CPU per job: less noisy than throughput on a shared machine, since time the
+    // worker spends waiting for a core is not in it.
+    let jobs = run.finished_count() - done_before;
+    if jobs >= 100 {
+        let us = (cpu_seconds(pgid) - cpu_before) * 1e6 / jobs as f64;
+        run.record(cpu_metric(c), us);
     }
     if c > 1
         && kind != Kind::OursQuiet
@@ -506,6 +548,14 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
     drop(process);
     run.emulator.shutdown().await;
     peak
+}
+
+fn cpu_metric(c: usize) -> &'static str {
+    match c {
+        1 => "cpu_c1",
+        8 => "cpu_c8",
+        _ => "cpu_c64",
+    }
 }
 
 fn trivial_metric(c: usize) -> &'static str {
@@ -734,6 +784,16 @@ impl Report {
                 "tail_ms",
                 false,
             ),
+            (
+                "CPU per job, trivial echo, concurrency 1 (µs, user + system)",
+                "cpu_c1",
+                false,
+            ),
+            (
+                "CPU per job, trivial echo, concurrency 8 (µs)",
+                "cpu_c8",
+                false,
+            ),
             ("RSS idle (MB)", "idle_rss_mb", false),
             ("RSS peak under load, VmHWM (MB)", "peak_rss_mb", false),
         ];
@@ -825,23 +885,29 @@ impl Report {
 
     fn logging(&self) -> String {
         let mut t = String::new();
-        for metric in ["tput_c1", "tput_c8"] {
-            if let (Some(on), Some(off)) = (
-                self.get(Kind::Ours, metric),
-                self.get(Kind::OursQuiet, metric),
-            ) {
-                let _ = writeln!(
+        for (c, tput, cpu) in [(1, "tput_c1", "cpu_c1"), (8, "tput_c8", "cpu_c8")] {
+            if let (Some(on), Some(off)) =
+                (self.get(Kind::Ours, tput), self.get(Kind::OursQuiet, tput))
+            {
+                let _ = write!(
                     t,
-                    "- {}: {} jobs/s with two INFO lines per job to stdout (a file), {} jobs/s with logging off: logging costs {:.0} %.",
-                    if metric == "tput_c1" {
-                        "concurrency 1"
-                    } else {
-                        "concurrency 8"
-                    },
+                    "- concurrency {c}: {} jobs/s with two INFO lines per job to stdout (a file), {} jobs/s with logging off ({:+.0} %)",
                     fmt_num(on),
                     fmt_num(off),
-                    100.0 * (1.0 - on / off)
+                    100.0 * (on / off - 1.0)
                 );
+                if let (Some(on), Some(off)) =
+                    (self.get(Kind::Ours, cpu), self.get(Kind::OursQuiet, cpu))
+                {
+                    let _ = write!(
+                        t,
+                        "; CPU per job {} µs with logging, {} µs without: logging costs {:.0} % of the CPU",
+                        fmt_num(on),
+                        fmt_num(off),
+                        100.0 * (on / off - 1.0)
+                    );
+                }
+                let _ = writeln!(t, ".");
             }
         }
         t
