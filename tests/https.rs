@@ -129,8 +129,18 @@ async fn tls_proxy(certs: &Certificates, upstream: SocketAddr) -> u16 {
     port
 }
 
-/// The emulator's worker environment with its URLs moved to `https://localhost:{port}`.
-fn https_env(platform: &Platform, port: u16, trust: &[(&str, String)]) -> Vec<(String, String)> {
+/// The emulator behind the TLS proxy, and the `echo` example pointed at
+/// `https://localhost:…`, trusting only the PEM file `ca` of the certificate directory.
+struct OverHttps {
+    platform: Platform,
+    worker: WorkerProcess,
+    _certs: Certificates,
+}
+
+async fn echo_over_https(ca: &str) -> OverHttps {
+    let certs = Certificates::make();
+    let platform = Platform::start().await;
+    let port = tls_proxy(&certs, platform.handle.local_addr()).await;
     let plain = format!("http://{}", platform.handle.local_addr());
     let mut env: Vec<(String, String)> = platform
         .env()
@@ -138,24 +148,20 @@ fn https_env(platform: &Platform, port: u16, trust: &[(&str, String)]) -> Vec<(S
         .map(|(k, v)| (k, v.replace(&plain, &format!("https://localhost:{port}"))))
         .collect();
     assert!(env.iter().any(|(_, v)| v.starts_with("https://localhost")));
-    env.extend(trust.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    env
+    env.push(("SSL_CERT_FILE".into(), certs.path(ca)));
+    env.push(("SSL_CERT_DIR".into(), certs.path("no-such-dir")));
+    let worker = WorkerProcess::spawn(&example("echo"), &env, &[]);
+    OverHttps {
+        platform,
+        worker,
+        _certs: certs,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_and_pings_go_over_https_to_a_trusted_platform() {
-    let certs = Certificates::make();
-    let platform = Platform::start().await;
-    let port = tls_proxy(&certs, platform.handle.local_addr()).await;
-    let env = https_env(
-        &platform,
-        port,
-        &[
-            ("SSL_CERT_FILE", certs.path("test-ca.pem")),
-            ("SSL_CERT_DIR", certs.path("no-such-dir")),
-        ],
-    );
-    let worker = WorkerProcess::spawn(&example("echo"), &env, &[]);
+    let https = echo_over_https("test-ca.pem").await;
+    let (platform, worker) = (&https.platform, &https.worker);
 
     let id = platform.submit(json!({"input": {"over": "tls"}})).await;
     let status = platform.finished(&id, Duration::from_secs(20)).await;
@@ -176,21 +182,11 @@ async fn jobs_and_pings_go_over_https_to_a_trusted_platform() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_refused_and_named() {
-    let certs = Certificates::make();
-    let platform = Platform::start().await;
-    let port = tls_proxy(&certs, platform.handle.local_addr()).await;
-    let env = https_env(
-        &platform,
-        port,
-        &[
-            ("SSL_CERT_FILE", certs.path("other-ca.pem")),
-            ("SSL_CERT_DIR", certs.path("no-such-dir")),
-        ],
-    );
-    let worker = WorkerProcess::spawn(&example("echo"), &env, &[]);
+    let https = echo_over_https("other-ca.pem").await;
+    let (platform, worker) = (&https.platform, &https.worker);
     let id = platform.submit(json!({"input": {}})).await;
 
-    let logs = wait_for_log(&worker, "Failed to get job").await;
+    let logs = wait_for_log(worker, "Failed to get job").await;
     assert!(
         logs.contains("invalid peer certificate") && logs.contains("UnknownIssuer"),
         "the log names the certificate problem:\n{logs}"
@@ -204,20 +200,9 @@ async fn an_untrusted_certificate_is_refused_and_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_trust_store_says_what_to_install() {
-    let certs = Certificates::make();
-    let platform = Platform::start().await;
-    let port = tls_proxy(&certs, platform.handle.local_addr()).await;
-    let env = https_env(
-        &platform,
-        port,
-        &[
-            ("SSL_CERT_FILE", certs.path("no-such-file.pem")),
-            ("SSL_CERT_DIR", certs.path("no-such-dir")),
-        ],
-    );
-    let worker = WorkerProcess::spawn(&example("echo"), &env, &[]);
+    let https = echo_over_https("no-such-file.pem").await;
 
-    let logs = wait_for_log(&worker, "Failed to get job").await;
+    let logs = wait_for_log(&https.worker, "Failed to get job").await;
     assert!(
         logs.contains("could not load the CA certificates for https from SSL_CERT_FILE=")
             && logs.contains("ca-certificates"),

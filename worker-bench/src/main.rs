@@ -200,64 +200,39 @@ fn spawn(kind: Kind, c: usize, paths: &Paths, emulator: &EmulatorHandle) -> Proc
     }
 }
 
-/// (VmRSS, VmHWM) in MB, summed over the process group `pgid`.
+/// The processes of group `pgid`: each pid with the fields of its `/proc/<pid>/stat` after the
+/// command name (state, ppid, pgrp, …).
+fn group_processes(pgid: u32) -> Vec<(u32, Vec<String>)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+            (fields.get(2)?.parse::<u32>().ok()? == pgid).then_some((pid, fields))
+        })
+        .collect()
+}
+
 /// CPU time (user + system) used so far by the processes of group `pgid`, in seconds.
 fn cpu_seconds(pgid: u32) -> f64 {
-    // /proc/<pid>/stat counts in clock ticks, 100 per second on Linux.
+    // utime and stime, in clock ticks (100 per second on Linux).
     const TICKS_PER_SECOND: f64 = 100.0;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    let mut ticks = 0u64;
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the command name: state, ppid, pgrp, … utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
-            continue;
-        }
-        for field in fields.get(11..13).unwrap_or_default() {
-            ticks += field.parse::<u64>().unwrap_or(0);
-        }
-    }
+    let ticks: u64 = group_processes(pgid)
+        .iter()
+        .flat_map(|(_, fields)| fields.get(11..13).unwrap_or_default())
+        .map(|field| field.parse::<u64>().unwrap_or(0))
+        .sum();
     ticks as f64 / TICKS_PER_SECOND
 }
 
+/// (VmRSS, VmHWM) in MB, summed over the process group `pgid`.
 fn rss(pgid: u32) -> (f64, f64) {
     let (mut rss, mut hwm) = (0u64, 0u64);
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return (0.0, 0.0);
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let group = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|g| g.parse::<u32>().ok());
-        if group != Some(pgid) {
-            continue;
-        }
+    for (pid, _) in group_processes(pgid) {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         for line in status.lines() {
             let kb = |l: &str| {
