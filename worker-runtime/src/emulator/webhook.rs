@@ -13,8 +13,11 @@ fn client() -> Option<&'static reqwest::Client> {
     static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            crate::tls::install_crypto_provider();
+            let tls = crate::tls::client_config()
+                .map_err(|e| tracing::error!("could not set up TLS for webhooks: {e}"))
+                .ok()?;
             reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
                 .timeout(Duration::from_secs(10))
                 .user_agent(format!("runpod-emulator/{}", crate::protocol::VERSION))
                 .build()
