@@ -73,15 +73,7 @@ pub(crate) enum RequestError {
 impl std::fmt::Display for RequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RequestError::Transport(e) => {
-                write!(f, "{e}")?;
-                let mut source = std::error::Error::source(e);
-                while let Some(cause) = source {
-                    write!(f, ": {cause}")?;
-                    source = cause.source();
-                }
-                Ok(())
-            }
+            RequestError::Transport(e) => f.write_str(&crate::error::chain(e)),
             RequestError::Status(status, body) if body.is_empty() => write!(f, "HTTP {status}"),
             RequestError::Status(status, body) => write!(f, "HTTP {status}: {body}"),
         }

@@ -33,6 +33,8 @@ use std::time::Duration;
 use reqwest::{Url, header};
 use tokio::io::AsyncWriteExt as _;
 
+use crate::error::chain;
+
 /// The default size cap: 5 GiB, as the Python SDK.
 pub const DEFAULT_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 /// The most redirects followed.
@@ -388,20 +390,6 @@ fn redact(url: &Url) -> String {
     let _ = url.set_username("");
     let _ = url.set_password(None);
     url.to_string()
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A safe file name from the URL's last path segment: letters, digits, `.`, `-`, `_`.

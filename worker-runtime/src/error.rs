@@ -31,6 +31,22 @@ macro_rules! kinded_error {
 #[allow(unused_imports)] // used by the feature-gated `download` and `storage` modules
 pub(crate) use kinded_error;
 
+/// An error and its `source()` chain on one line (`a: b: c`), leaving out a source whose text
+/// its parent already shows.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Why the worker could not start or run: bad configuration, a failed `#[worker::init]`, or an
 /// invalid job given to [`Job::from_json`](crate::Job::from_json).
 #[derive(Debug)]

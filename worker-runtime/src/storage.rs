@@ -40,6 +40,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::Job;
+use crate::error::chain;
 
 /// How long presigned URLs stay valid by default: 7 days (604 800 s), as the Python SDK, and the
 /// longest S3's signature version 4 allows.
@@ -370,21 +371,6 @@ impl Bucket {
             }
         }
     }
-}
-
-/// An error and its sources, without repeating a source its parent already shows.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// `MM-YY` of the current month (UTC): the Python SDK's default bucket name.
