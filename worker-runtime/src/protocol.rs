@@ -164,6 +164,18 @@ mod tests {
     }
 
     #[test]
+    fn any_https_looks_at_every_platform_url() {
+        assert!(!urls().any_https());
+        let mut u = urls();
+        u.ping = Some("HTTPS://h/v2/ep/ping/w42".into());
+        assert!(u.any_https(), "the scheme is case-insensitive");
+        let mut u = urls();
+        u.ping = None;
+        u.job_stream = Some("https://h/v2/ep/job-stream/w42/$ID".into());
+        assert!(u.any_https());
+    }
+
+    #[test]
     fn take_urls_match_the_python_sdk() {
         let u = urls();
         assert_eq!(
