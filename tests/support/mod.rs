@@ -1,7 +1,7 @@
 //! Test support: the local RunPod emulator (recording every worker request) and worker
 //! processes started against it.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,6 +11,9 @@ use serde_json::Value;
 use worker::emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
 
 pub use worker::emulator::RecordedRequest;
+
+mod examples;
+pub use examples::example;
 
 pub const API_KEY: &str = "rp_test_key_5f3c9a";
 /// The worker id the tests' workers run as.
@@ -175,25 +178,6 @@ fn summary(reqs: &[RecordedRequest]) -> Vec<String> {
 pub struct WorkerProcess {
     child: Child,
     dir: PathBuf,
-}
-
-/// A built example's path. `cargo test` builds the examples; a single test target alone
-/// (`cargo test --test e2e`) does not, so build them first with `cargo build --examples`.
-pub fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "example {name} is not built at {}; run `cargo build --examples` first",
-        path.display()
-    );
-    path
 }
 
 pub fn fixture() -> PathBuf {

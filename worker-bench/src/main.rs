@@ -502,16 +502,17 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
         run.sequential(b).await;
         run.tail(if kind.python() { 3 } else { 200 }).await;
     }
+    let (tput_metric, cpu_metric) = burst_metrics(c);
     let (cpu_before, done_before) = (cpu_seconds(pgid), run.finished_count());
     if let Some(rate) = run.burst(c, b, false).await {
-        run.record(trivial_metric(c), rate);
+        run.record(tput_metric, rate);
     }
     // The burst's CPU per job: less noisy than throughput on a shared machine, since time the
     // worker spends waiting for a core is not in it.
     let jobs = run.finished_count() - done_before;
     if jobs >= 100 {
         let us = (cpu_seconds(pgid) - cpu_before) * 1e6 / jobs as f64;
-        run.record(cpu_metric(c), us);
+        run.record(cpu_metric, us);
     }
     if c > 1
         && kind != Kind::OursQuiet
@@ -525,19 +526,12 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
     peak
 }
 
-fn cpu_metric(c: usize) -> &'static str {
+/// The metrics of a trivial burst at concurrency `c`: (throughput, CPU per job).
+fn burst_metrics(c: usize) -> (&'static str, &'static str) {
     match c {
-        1 => "cpu_c1",
-        8 => "cpu_c8",
-        _ => "cpu_c64",
-    }
-}
-
-fn trivial_metric(c: usize) -> &'static str {
-    match c {
-        1 => "tput_c1",
-        8 => "tput_c8",
-        _ => "tput_c64",
+        1 => ("tput_c1", "cpu_c1"),
+        8 => ("tput_c8", "cpu_c8"),
+        _ => ("tput_c64", "cpu_c64"),
     }
 }
 

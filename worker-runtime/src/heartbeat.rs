@@ -67,10 +67,7 @@ async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
                 tracing::trace!("ping: {}", response.status())
             }
             Ok(response) => tracing::warn!("ping answered {}", response.status()),
-            Err(e) => tracing::error!(
-                "Ping Request Error: {}",
-                crate::client::RequestError::Transport(e)
-            ),
+            Err(e) => tracing::error!("Ping Request Error: {}", crate::error::chain(&e)),
         }
     }
 }

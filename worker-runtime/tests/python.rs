@@ -22,6 +22,9 @@ const RUNPOD_VERSION: &str = "1.12.0";
 
 #[path = "support/venv.rs"]
 mod venv;
+// The repository's example workers, found as the root package's tests find them.
+#[path = "../../tests/support/examples.rs"]
+mod examples;
 
 /// The venv's python, or why the tests are skipped.
 fn python() -> Result<PathBuf, String> {
@@ -189,19 +192,7 @@ where
 /// One of the repository's example workers (built by `cargo test --workspace`), serving
 /// `emulator` as a real process.
 fn example_worker(emulator: &EmulatorHandle, name: &str, env: &[(&str, &str)]) -> Process {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "example {name} is not built at {}; run `cargo build --examples` (or `cargo test --workspace`)",
-        path.display()
-    );
+    let path = examples::example(name);
     let log =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.log", std::process::id()));
     let file = std::fs::File::create(&log).unwrap();

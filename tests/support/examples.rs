@@ -1,0 +1,25 @@
+//! Where `cargo test` put the repository's example workers. Shared by the root package's
+//! tests (`tests/support/mod.rs`) and `worker-runtime/tests/python.rs` through `#[path]`.
+
+#![allow(unreachable_pub)]
+
+use std::path::PathBuf;
+
+/// A built example's path. `cargo test --workspace` builds the examples; a single test target
+/// alone (`cargo test --test e2e`) does not, so build them first with `cargo build --examples`.
+pub fn example(name: &str) -> PathBuf {
+    // The test binary is target/<profile>/deps/<test>; examples are in target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "example {name} is not built at {}; run `cargo build --examples` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
