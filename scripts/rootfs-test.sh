@@ -34,7 +34,7 @@ command -v curl >/dev/null || fail "curl is not installed"
 # ---- 1. Release binaries.
 say "cargo build --release (hello, echo, runpod-emulator)"
 cargo build --release --locked -p worker-examples --example hello --example echo
-cargo build --release --locked -p worker-runtime --bin runpod-emulator
+cargo build --release --locked -p runpod-emulator
 
 # ---- 2. The root filesystem, cached by this script's hash.
 key=$(sha256sum "$0" | cut -d' ' -f1)

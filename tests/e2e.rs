@@ -265,7 +265,7 @@ async fn init_failure_reports_unhealthy_and_exits_nonzero() {
     assert_eq!(ping.param("check"), Some("init"));
     assert_eq!(
         ping.param("reason"),
-        Some("std%3A%3Aio%3A%3Aerror%3A%3AError%3A%20the%20weights%20file%20is%20missing")
+        Some("std%3A%3Aio%3A%3Aerror%3A%3AError%3A+the+weights+file+is+missing")
     );
     assert!(
         !platform

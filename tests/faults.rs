@@ -7,9 +7,9 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use runpod_emulator::{FaultKind, Faults, Route};
 use serde_json::{Value, json};
 use support::{API_KEY, Platform, RecordedRequest, WorkerProcess, fixture};
-use worker::emulator::{FaultKind, Faults, Route};
 
 fn env_with(platform: &Platform, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = platform.env();

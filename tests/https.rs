@@ -2,8 +2,9 @@
 //! certificate made by the `openssl` command) in front of the emulator, and the `echo` example
 //! pointed at `https://localhost:…`, trusting only what `SSL_CERT_FILE` names. The worker reads
 //! its trust store on the first handshake (not at start-up), so these check that the lazy
-//! verifier really verifies: the right CA works, a wrong one is refused with the reason, and a
-//! missing store says what to install.
+//! verifier really verifies: the right CA works; a wrong CA, a certificate for another host
+//! name and an expired certificate are each refused with the reason; and a missing store says
+//! what to install.
 
 mod support;
 
@@ -20,13 +21,25 @@ use serde_json::json;
 use support::{Platform, WorkerProcess, example};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A CA and a `localhost` server certificate it signed, plus a second, unrelated CA.
+/// The server certificate the proxy presents; each is signed by `test-ca`.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    /// For `localhost` and 127.0.0.1, valid now.
+    Localhost,
+    /// For `other.example` only: valid, but not for the host the worker connects to.
+    OtherHost,
+    /// For `localhost` and 127.0.0.1, but only in the first days of 2020.
+    Expired,
+}
+
+/// A CA and a server certificate it signed (`server.pem`, `server.key`), plus a second,
+/// unrelated CA.
 struct Certificates {
     dir: PathBuf,
 }
 
 impl Certificates {
-    fn make() -> Certificates {
+    fn make(server: Server) -> Certificates {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "worker-https-{}-{}",
@@ -44,22 +57,52 @@ impl Certificates {
                 ),
             );
         }
+        let (name, alt_names) = match server {
+            Server::Localhost | Server::Expired => ("localhost", "DNS:localhost,IP:127.0.0.1"),
+            Server::OtherHost => ("other.example", "DNS:other.example"),
+        };
         openssl(
             &dir,
-            "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-             -keyout server.key -out server.csr",
+            &format!(
+                "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN={name} \
+                 -keyout server.key -out server.csr"
+            ),
         );
         std::fs::write(
             dir.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName={alt_names}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
         )
         .unwrap();
-        openssl(
-            &dir,
-            "x509 -req -in server.csr -CA test-ca.pem -CAkey test-ca.key -CAcreateserial -days 2 \
-             -extfile server.ext -out server.pem",
-        );
+        match server {
+            Server::Localhost | Server::OtherHost => openssl(
+                &dir,
+                "x509 -req -in server.csr -CA test-ca.pem -CAkey test-ca.key -CAcreateserial \
+                 -days 2 -extfile server.ext -out server.pem",
+            ),
+            // `openssl x509` only starts a certificate now (until OpenSSL 3.4's -not_before);
+            // `openssl ca` takes any start and end date, from a minimal CA configuration.
+            Server::Expired => {
+                std::fs::write(
+                    dir.join("ca.cnf"),
+                    "[ca]\ndefault_ca = test_ca\n\
+                     [test_ca]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+                     certificate = test-ca.pem\nprivate_key = test-ca.key\ndefault_md = sha256\n\
+                     policy = any_name\nunique_subject = no\n\
+                     [any_name]\ncommonName = supplied\n",
+                )
+                .unwrap();
+                std::fs::write(dir.join("index.txt"), "").unwrap();
+                std::fs::write(dir.join("serial"), "1000\n").unwrap();
+                openssl(
+                    &dir,
+                    "ca -batch -config ca.cnf -in server.csr -startdate 200101000000Z \
+                     -enddate 200103000000Z -extfile server.ext -notext -out server.pem",
+                );
+            }
+        }
         Certificates { dir }
     }
 
@@ -129,16 +172,17 @@ async fn tls_proxy(certs: &Certificates, upstream: SocketAddr) -> u16 {
     port
 }
 
-/// The emulator behind the TLS proxy, and the `echo` example pointed at
-/// `https://localhost:…`, trusting only the PEM file `ca` of the certificate directory.
+/// The emulator behind the TLS proxy (presenting `server`'s certificate), and the `echo`
+/// example pointed at `https://localhost:…`, trusting only the PEM file `ca` of the certificate
+/// directory.
 struct OverHttps {
     platform: Platform,
     worker: WorkerProcess,
     _certs: Certificates,
 }
 
-async fn echo_over_https(ca: &str) -> OverHttps {
-    let certs = Certificates::make();
+async fn echo_over_https(ca: &str, server: Server) -> OverHttps {
+    let certs = Certificates::make(server);
     let platform = Platform::start().await;
     let port = tls_proxy(&certs, platform.handle.local_addr()).await;
     let plain = format!("http://{}", platform.handle.local_addr());
@@ -160,7 +204,7 @@ async fn echo_over_https(ca: &str) -> OverHttps {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_and_pings_go_over_https_to_a_trusted_platform() {
-    let https = echo_over_https("test-ca.pem").await;
+    let https = echo_over_https("test-ca.pem", Server::Localhost).await;
     let (platform, worker) = (&https.platform, &https.worker);
 
     let id = platform.submit(json!({"input": {"over": "tls"}})).await;
@@ -182,14 +226,44 @@ async fn jobs_and_pings_go_over_https_to_a_trusted_platform() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_refused_and_named() {
-    let https = echo_over_https("other-ca.pem").await;
+    let https = echo_over_https("other-ca.pem", Server::Localhost).await;
+    assert_refused(&https, &["UnknownIssuer"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_host_is_refused_and_named() {
+    let https = echo_over_https("test-ca.pem", Server::OtherHost).await;
+    // rustls: certificate not valid for name "localhost"; certificate is only valid for …
+    assert_refused(
+        &https,
+        &["not valid for name \"localhost\"", "other.example"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused_and_named() {
+    let https = echo_over_https("test-ca.pem", Server::Expired).await;
+    // rustls: certificate expired: verification time … (UNIX), but certificate is not valid
+    // after 1578009600 (… seconds ago); 1578009600 is 2020-01-03T00:00:00Z.
+    assert_refused(
+        &https,
+        &["certificate expired", "not valid after 1578009600"],
+    )
+    .await;
+}
+
+/// With a job queued, the worker logs its failed job-take with rustls's reason for refusing
+/// the certificate (each of `reasons` is in the log), nothing reaches the platform, and the job
+/// stays queued.
+async fn assert_refused(https: &OverHttps, reasons: &[&str]) {
     let (platform, worker) = (&https.platform, &https.worker);
     let id = platform.submit(json!({"input": {}})).await;
 
     let logs = wait_for_log(worker, "Failed to get job").await;
     assert!(
-        logs.contains("invalid peer certificate") && logs.contains("UnknownIssuer"),
-        "the log names the certificate problem:\n{logs}"
+        logs.contains("invalid peer certificate") && reasons.iter().all(|r| logs.contains(r)),
+        "the log names the certificate problem ({reasons:?}):\n{logs}"
     );
     assert!(
         platform.requests().is_empty(),
@@ -200,7 +274,7 @@ async fn an_untrusted_certificate_is_refused_and_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_trust_store_says_what_to_install() {
-    let https = echo_over_https("no-such-file.pem").await;
+    let https = echo_over_https("no-such-file.pem", Server::Localhost).await;
 
     let logs = wait_for_log(&https.worker, "Failed to get job").await;
     assert!(

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use runpod_emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
 use serde_json::Value;
-use worker::emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
 
-pub use worker::emulator::RecordedRequest;
+pub use runpod_emulator::RecordedRequest;
 
 mod examples;
 pub use examples::example;

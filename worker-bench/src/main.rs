@@ -22,9 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use runpod_emulator::{Emulator, EmulatorHandle, Observer};
 use serde_json::json;
 use tokio::sync::Notify;
-use worker::emulator::{Emulator, EmulatorHandle, Observer};
 
 const RUNPOD_PY: &str = "1.12.0";
 const RUNPOD_SDK: &str = "0.8.0";

@@ -1,27 +1,19 @@
 //! The HTTP client to the platform: one keep-alive connection pool for the life of the worker,
-//! the job-take request and its answers, and posts that retry with backoff.
+//! the job-take and job-stop requests, and posts that retry with back-off. What goes on the
+//! wire (URLs, bodies, headers, how answers are read) is `wire`'s.
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
-use reqwest::{Client, StatusCode};
-use serde_json::Value;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::{Client, StatusCode, Url};
 
 use crate::config::PlatformConfig;
 use crate::job::Job;
-use crate::protocol::VERSION;
+use crate::retry::RetryPolicy;
+use crate::wire::{self, parse_jobs, parse_stop, snippet, user_agent};
 
 /// How long a job-take long-poll may take before we give up on it and ask again.
 const TAKE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The User-Agent of every request to the platform.
-pub(crate) fn user_agent() -> String {
-    format!(
-        "RunPod-Rust-Worker/{VERSION} ({} {}) Language/Rust",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
-}
 
 /// Build the shared HTTP client with the platform's headers.
 pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
@@ -104,7 +96,7 @@ pub(crate) async fn take(
     let url = cfg.urls.take(free, job_in_progress);
     tracing::trace!(url = %url, "job-take");
     let response = client
-        .get(&url)
+        .get(url)
         .timeout(TAKE_TIMEOUT)
         .send()
         .await
@@ -132,46 +124,6 @@ pub(crate) async fn take(
     Ok(Take::Jobs(parse_jobs(&body)))
 }
 
-/// Read a job-take answer: an object is one job, an array a batch. Anything else is "no job";
-/// a malformed job is logged and skipped, never fatal.
-pub(crate) fn parse_jobs(body: &[u8]) -> Vec<Job> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Vec::new();
-    }
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(
-                "job-take answered with something that is not JSON ({e}); ignoring it: {}",
-                snippet(&String::from_utf8_lossy(body))
-            );
-            return Vec::new();
-        }
-    };
-    let items = match value {
-        Value::Array(items) => items,
-        object @ Value::Object(_) => vec![object],
-        Value::Null => return Vec::new(),
-        other => {
-            tracing::warn!(
-                "job-take answered with JSON that is not a job; ignoring it: {}",
-                snippet(&other.to_string())
-            );
-            return Vec::new();
-        }
-    };
-    items
-        .into_iter()
-        .filter_map(|item| match Job::parse(item) {
-            Ok(job) => Some(job),
-            Err(why) => {
-                tracing::error!("skipping a malformed job from job-take: {why}");
-                None
-            }
-        })
-        .collect()
-}
-
 /// What a job-stop request gave.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -182,9 +134,9 @@ pub(crate) enum Stop {
 }
 
 /// Ask the platform which running jobs to stop (a long-poll).
-pub(crate) async fn stop(client: &Client, url: &str) -> Result<Stop, RequestError> {
+pub(crate) async fn stop(client: &Client, url: &Url) -> Result<Stop, RequestError> {
     let response = client
-        .get(url)
+        .get(url.clone())
         .timeout(TAKE_TIMEOUT)
         .send()
         .await
@@ -202,77 +154,25 @@ pub(crate) async fn stop(client: &Client, url: &str) -> Result<Stop, RequestErro
     Ok(Stop::Jobs(parse_stop(&body)))
 }
 
-/// `{"jobsToStop": ["id", …]}`; ids that are not strings are skipped with a warning.
-pub(crate) fn parse_stop(body: &[u8]) -> Vec<String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Vec::new();
-    }
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
-        tracing::warn!("job-stop answered with something other than a JSON object; ignoring it");
-        return Vec::new();
-    };
-    let Some(Value::Array(ids)) = object.get("jobsToStop") else {
-        tracing::warn!("job-stop answered without a `jobsToStop` list; ignoring it");
-        return Vec::new();
-    };
-    ids.iter()
-        .filter_map(|id| match id {
-            Value::String(id) => Some(id.clone()),
-            other => {
-                tracing::warn!(
-                    "job-stop listed a job id that is not a string ({other}); ignoring it"
-                );
-                None
-            }
-        })
-        .collect()
-}
-
-/// How long posts of results keep retrying before giving up.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryPolicy {
-    pub(crate) first_delay: Duration,
-    pub(crate) max_delay: Duration,
-    pub(crate) total: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
-        RetryPolicy {
-            first_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(15),
-            total: Duration::from_secs(300),
-        }
-    }
-}
-
 /// POST a JSON body to a job-done or job-stream URL, retrying transport errors, 5xx and 429
 /// with exponential backoff and jitter until `policy.total` has passed. Other 4xx answers are
 /// final: trying the same body again cannot help.
 pub(crate) async fn post(
     client: &Client,
-    url: &str,
+    url: &Url,
     job_id: &str,
     body: Vec<u8>,
     policy: RetryPolicy,
 ) -> Result<(), RequestError> {
     let started = Instant::now();
-    let mut delay = policy.first_delay;
+    let mut delays = policy.delays();
     let mut attempt = 1u32;
     loop {
-        let result = client
-            .post(url)
-            // The platform's job-done endpoint is used to the Python SDK's form content type
-            // (with a JSON body); keep that wire shape.
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header("charset", "utf-8")
-            .header(
-                "X-Request-ID",
-                HeaderValue::from_str(job_id).unwrap_or(HeaderValue::from_static("invalid")),
-            )
-            .body(body.clone())
-            .send()
-            .await;
+        let mut request = client.post(url.clone());
+        for (name, value) in wire::post_headers(job_id) {
+            request = request.header(name, value);
+        }
+        let result = request.body(body.clone()).send().await;
         let error = match result {
             Ok(response) if response.status().is_success() => return Ok(()),
             Ok(response) => {
@@ -282,64 +182,23 @@ pub(crate) async fn post(
             }
             Err(e) => RequestError::Transport(e),
         };
+        let delay = delays.next().unwrap_or(policy.max_delay);
         if !error.is_retryable() || started.elapsed() + delay > policy.total {
             return Err(error);
         }
         tracing::warn!(
             "posting to the platform failed (attempt {attempt}: {error}); retrying in {delay:?}"
         );
-        tokio::time::sleep(jitter(delay)).await;
-        delay = (delay * 2).min(policy.max_delay);
+        tokio::time::sleep(delay).await;
         attempt += 1;
-    }
-}
-
-/// A delay between 50 % and 100 % of `delay`, so many workers do not retry in step.
-pub(crate) fn jitter(delay: Duration) -> Duration {
-    let fraction = 0.5 + (crate::random::random_u64() % 1000) as f64 / 2000.0;
-    delay.mul_f64(fraction)
-}
-
-/// The start of a response body, for log lines.
-fn snippet(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn job_take_answers() {
-        assert!(parse_jobs(b"").is_empty());
-        assert!(parse_jobs(b"not json").is_empty());
-        assert!(parse_jobs(b"null").is_empty());
-        assert!(parse_jobs(b"42").is_empty());
-        let one = parse_jobs(br#"{"id":"a","input":{"x":1}}"#);
-        assert_eq!(one.len(), 1);
-        assert_eq!(one[0].id(), "a");
-        let batch =
-            parse_jobs(br#"[{"id":"a","input":1},{"input":2},{"id":"c","input":3},"junk"]"#);
-        assert_eq!(batch.iter().map(|j| j.id()).collect::<Vec<_>>(), ["a", "c"]);
-    }
-
-    #[test]
-    fn job_stop_answers() {
-        assert_eq!(parse_stop(br#"{"jobsToStop": ["a", "b", 5]}"#), ["a", "b"]);
-        assert!(parse_stop(b"").is_empty());
-        assert!(parse_stop(b"[]").is_empty());
-        assert!(parse_stop(br#"{"jobsToStop": "a"}"#).is_empty());
-        assert!(parse_stop(b"{nope").is_empty());
-    }
-
-    #[cfg(feature = "serve-api")]
     mod against_the_emulator {
         use super::super::*;
-        use crate::emulator::{Emulator, EmulatorHandle, FaultKind, Faults, Route};
+        use runpod_emulator::{Emulator, EmulatorHandle, FaultKind, Faults, Route};
 
         const QUICK: RetryPolicy = RetryPolicy {
             first_delay: Duration::from_millis(10),
@@ -347,8 +206,11 @@ mod tests {
             total: Duration::from_secs(20),
         };
 
-        /// An emulator recording worker requests, with one job taken by worker `w`.
-        async fn emulator_with_a_running_job(faults: Faults) -> (EmulatorHandle, Client, String) {
+        /// An emulator recording worker requests, with one job taken by worker `w` through
+        /// [`take`]; the URLs are the worker's own, from the emulator's environment.
+        async fn emulator_with_a_running_job(
+            faults: Faults,
+        ) -> (EmulatorHandle, Client, String, PlatformConfig) {
             let emu = Emulator::builder()
                 .bind("127.0.0.1:0")
                 .take_timeout(Duration::from_millis(200))
@@ -356,25 +218,22 @@ mod tests {
                 .build()
                 .await
                 .unwrap();
-            let http = build("").unwrap();
-            let queued = http
-                .post(format!("{}/run", emu.endpoint_url()))
-                .body(r#"{"input": 1}"#)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let queued: Value = serde_json::from_slice(&queued).unwrap();
-            let id = queued["id"].as_str().unwrap().to_owned();
-            http.get(format!("{}/job-take/w?gpu=x", emu.endpoint_url()))
-                .send()
-                .await
-                .unwrap();
+            let cfg = PlatformConfig::from_env(&emu.worker_env("w")).unwrap();
+            let http = build(&cfg.api_key).unwrap();
+            let id = emu.submit(serde_json::json!({"input": 1})).unwrap();
+            match take(&http, &cfg, 1, false).await.unwrap() {
+                Take::Jobs(jobs) => assert_eq!(jobs[0].id(), id),
+                other => panic!("no job taken: {other:?}"),
+            }
             emu.set_faults(Some(faults));
             emu.clear_worker_requests();
-            (emu, http, id)
+            (emu, http, id, cfg)
+        }
+
+        /// A final body `{"output": <json>}`, as the job task builds it.
+        fn output(json: &str) -> Vec<u8> {
+            let raw = serde_json::value::RawValue::from_string(json.to_owned()).unwrap();
+            wire::done_body(Ok(&raw), false)
         }
 
         fn attempts(emu: &EmulatorHandle, route: &str) -> Vec<Option<String>> {
@@ -392,14 +251,9 @@ mod tests {
                 .rate(Route::JobDone, FaultKind::TooManyRequests, 0.25)
                 .rate(Route::JobDone, FaultKind::Reset, 0.25)
                 .retry_after(None);
-            let (emu, http, id) = emulator_with_a_running_job(faults).await;
-            let url = format!(
-                "{}/job-done/w/{id}?gpu=x&isStream=false",
-                emu.endpoint_url()
-            );
-            post(&http, &url, &id, br#"{"output":1}"#.to_vec(), QUICK)
-                .await
-                .unwrap();
+            let (emu, http, id, cfg) = emulator_with_a_running_job(faults).await;
+            let url = cfg.urls.done(&id, false);
+            post(&http, &url, &id, output("1"), QUICK).await.unwrap();
             let tries = attempts(&emu, "/job-done/");
             assert_eq!(tries.last(), Some(&None), "{tries:?}");
             assert!(tries[..tries.len() - 1].iter().all(Option::is_some));
@@ -409,14 +263,11 @@ mod tests {
         #[tokio::test]
         async fn a_lost_answer_is_retried_and_the_platform_sees_one_result() {
             let faults = Faults::new(1).rate(Route::JobDone, FaultKind::ResetAfter, 1.0);
-            let (emu, http, id) = emulator_with_a_running_job(faults).await;
-            let url = format!(
-                "{}/job-done/w/{id}?gpu=x&isStream=false",
-                emu.endpoint_url()
-            );
+            let (emu, http, id, cfg) = emulator_with_a_running_job(faults).await;
+            let url = cfg.urls.done(&id, false);
             let posting = tokio::spawn({
                 let (http, url, id) = (http.clone(), url.clone(), id.clone());
-                async move { post(&http, &url, &id, br#"{"output":1}"#.to_vec(), QUICK).await }
+                async move { post(&http, &url, &id, output("1"), QUICK).await }
             });
             let deadline = Instant::now() + Duration::from_secs(10);
             while attempts(&emu, "/job-done/").len() < 2 {
@@ -432,12 +283,9 @@ mod tests {
 
         #[tokio::test]
         async fn a_4xx_is_not_retried_and_its_body_is_in_the_error() {
-            let (emu, http, _) = emulator_with_a_running_job(Faults::new(1)).await;
-            let url = format!(
-                "{}/job-done/w/no-such-job?gpu=x&isStream=false",
-                emu.endpoint_url()
-            );
-            let err = post(&http, &url, "no-such-job", b"{}".to_vec(), QUICK)
+            let (emu, http, _, cfg) = emulator_with_a_running_job(Faults::new(1)).await;
+            let url = cfg.urls.done("no-such-job", false);
+            let err = post(&http, &url, "no-such-job", output("1"), QUICK)
                 .await
                 .unwrap_err();
             assert!(!err.is_retryable());
@@ -451,17 +299,14 @@ mod tests {
         #[tokio::test]
         async fn posts_give_up_after_the_total_time() {
             let faults = Faults::new(1).rate(Route::JobDone, FaultKind::BadGateway, 1.0);
-            let (emu, http, id) = emulator_with_a_running_job(faults).await;
-            let url = format!(
-                "{}/job-done/w/{id}?gpu=x&isStream=false",
-                emu.endpoint_url()
-            );
+            let (emu, http, id, cfg) = emulator_with_a_running_job(faults).await;
+            let url = cfg.urls.done(&id, false);
             let policy = RetryPolicy {
                 total: Duration::from_millis(600),
                 ..QUICK
             };
             let started = Instant::now();
-            let err = post(&http, &url, &id, b"{}".to_vec(), policy)
+            let err = post(&http, &url, &id, output("1"), policy)
                 .await
                 .unwrap_err();
             assert!(err.to_string().starts_with("HTTP 502 Bad Gateway"), "{err}");
@@ -476,10 +321,11 @@ mod tests {
                 .rate(Route::JobStream, FaultKind::InternalError, 0.3)
                 .rate(Route::JobStream, FaultKind::Slow, 0.3)
                 .slow_max(Duration::from_millis(20));
-            let (emu, http, id) = emulator_with_a_running_job(faults).await;
-            let url = format!("{}/job-stream/w/{id}?gpu=x", emu.endpoint_url());
+            let (emu, http, id, cfg) = emulator_with_a_running_job(faults).await;
+            let url = cfg.urls.stream(&id).unwrap();
             for n in 0..20 {
-                let body = format!(r#"{{"output":{n}}}"#).into_bytes();
+                let item = serde_json::value::to_raw_value(&n).unwrap();
+                let body = wire::stream_chunk(&item);
                 post(&http, &url, &id, body, QUICK).await.unwrap();
             }
             // Per chunk: failed attempts, then exactly one answered one (slow ones are answered).
@@ -491,14 +337,6 @@ mod tests {
             }
             assert_eq!(answered, (0..20).collect::<Vec<u64>>());
             assert!(emu.stats().faults_injected > 0);
-        }
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            let d = jitter(Duration::from_millis(1000));
-            assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(1000));
         }
     }
 }

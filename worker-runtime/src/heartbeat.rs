@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::PlatformConfig;
-use crate::worker::InFlight;
+use crate::job_loop::InFlight;
 
 /// Start the heartbeat if the platform configured it; log why not otherwise.
 pub(crate) fn start(cfg: &PlatformConfig, in_flight: Arc<InFlight>) {
@@ -20,7 +20,7 @@ pub(crate) fn start(cfg: &PlatformConfig, in_flight: Arc<InFlight>) {
         tracing::info!("Not running on RunPod (RUNPOD_POD_ID is not set): pings will not be sent.");
         return;
     }
-    if cfg.urls.ping.is_none() {
+    if !cfg.urls.has_ping() {
         tracing::error!("RUNPOD_WEBHOOK_PING is not set: pings will not be sent.");
         return;
     }
@@ -62,7 +62,7 @@ async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
         let Some(url) = cfg.urls.ping(&in_flight.snapshot()) else {
             return;
         };
-        match client.get(&url).timeout(cfg.ping_interval * 2).send().await {
+        match client.get(url).timeout(cfg.ping_interval * 2).send().await {
             Ok(response) if response.status().is_success() => {
                 tracing::trace!("ping: {}", response.status())
             }
@@ -83,12 +83,7 @@ pub(crate) async fn report_unhealthy(
     let Some(url) = cfg.urls.unhealthy(check, reason) else {
         return;
     };
-    match client
-        .get(&url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-    {
+    match client.get(url).timeout(Duration::from_secs(2)).send().await {
         Ok(_) => tracing::info!("reported the failed {check} check to the platform"),
         Err(e) => tracing::warn!("could not report the failed {check} check to the platform: {e}"),
     }

@@ -126,15 +126,7 @@ impl Job {
     /// job.progress(&serde_json::json!({"percent": 50}));
     /// ```
     pub fn progress<T: Serialize + ?Sized>(&self, update: &T) {
-        #[derive(Serialize)]
-        struct Progress<'a, T: ?Sized> {
-            status: &'static str,
-            output: &'a T,
-        }
-        match serde_json::to_vec(&Progress {
-            status: "IN_PROGRESS",
-            output: update,
-        }) {
+        match crate::wire::progress_body(update) {
             Ok(body) => self.inner.control.progress(&self.inner.id, body),
             Err(e) => {
                 tracing::warn!("progress update dropped: it could not be serialized to JSON: {e}")

@@ -37,26 +37,26 @@ mod config;
 mod control;
 #[cfg(feature = "download")]
 pub mod download;
-#[cfg(feature = "serve-api")]
-pub mod emulator;
 mod error;
+mod final_body;
 mod finite;
 mod handler;
 mod heartbeat;
 mod job;
+mod job_loop;
 mod limits;
 mod local;
 mod logging;
-mod protocol;
-mod random;
 mod report;
+mod retry;
+mod serve_api;
 mod shutdown;
 mod start;
 #[cfg(feature = "storage")]
 pub mod storage;
 mod stream;
 mod tls;
-mod worker;
+mod wire;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -9,11 +9,11 @@ use tracing::Instrument;
 
 use crate::control::{BoxFuture, Outbound};
 use crate::error::{Error, ErrorKind};
+use crate::final_body::{encode_final, log_outcome};
 use crate::handler::Handler;
 use crate::job::Job;
 use crate::limits::Limits;
 use crate::logging::job_span;
-use crate::worker::{encode_final, log_outcome};
 
 /// A test input compiled into the binary (`#[worker::handler(test_input = "…")]`).
 #[derive(Debug, Clone, Copy)]

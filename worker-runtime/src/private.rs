@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 pub use crate::handler::{Handler, Invocation, Outcome};
 pub use crate::job::Job;
 pub use crate::report::Failure;
-pub use crate::start::{Settings, main, runtime};
+pub use crate::start::{Settings, main};
 pub use crate::stream::StreamSender;
 pub use serde;
 pub use serde_json;

@@ -12,8 +12,6 @@ use std::pin::Pin;
 use std::sync::Once;
 use std::task::{Context, Poll};
 
-use serde::Serialize;
-
 /// What went wrong in one job: the part of RunPod's error report the job itself decides.
 /// The worker adds `hostname`, `worker_id` and `runpod_version` when it posts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,18 +95,6 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.error_type, self.error_message)
     }
-}
-
-/// RunPod's error report, in the field order the Python SDK sends. It travels as a JSON
-/// *string* in the `error` field of the job-done body.
-#[derive(Serialize)]
-pub(crate) struct ErrorReport<'a> {
-    pub(crate) error_type: &'a str,
-    pub(crate) error_message: &'a str,
-    pub(crate) error_traceback: &'a str,
-    pub(crate) hostname: &'a str,
-    pub(crate) worker_id: &'a str,
-    pub(crate) runpod_version: &'a str,
 }
 
 /* ---- panics ---- */

@@ -6,18 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::__private::{InitFuture, InitProvider};
-use crate::config::{self, Args, Mode, PlatformConfig, ProcessEnv, ServeApi};
-#[cfg(feature = "serve-api")]
-use crate::emulator::Emulator;
-use crate::error::Error;
+use crate::config::{self, Args, Mode, PlatformConfig, ProcessEnv};
 use crate::handler::Handler;
 use crate::heartbeat;
+use crate::job_loop::{self, Concurrency, InFlight, LoopOptions};
 use crate::limits::Limits;
 use crate::local::{self, EmbeddedTestInput};
 use crate::logging::{self, LogFormat, LogTarget};
 use crate::report::{self, Failure};
+use crate::serve_api::serve_api;
 use crate::shutdown;
-use crate::worker::{self, Concurrency, InFlight, LoopOptions};
 
 /// What `#[worker::handler(…)]` was told. Built with `const` methods by generated code.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +24,7 @@ pub struct Settings {
     concurrency: Concurrency,
     refresh_worker: bool,
     aggregate_stream: bool,
-    test_input: Option<EmbeddedTestInput>,
+    pub(crate) test_input: Option<EmbeddedTestInput>,
     current_thread: bool,
 }
 
@@ -68,7 +66,7 @@ impl Settings {
         self
     }
 
-    fn loop_options(&self) -> LoopOptions {
+    pub(crate) fn loop_options(&self) -> LoopOptions {
         LoopOptions {
             concurrency: self.concurrency,
             refresh_worker: self.refresh_worker,
@@ -270,57 +268,8 @@ impl Started {
     }
 }
 
-/// `--rp_serve_api` in a worker built without the `serve-api` feature.
-#[cfg(not(feature = "serve-api"))]
-async fn serve_api<H: Handler>(_: H, _: Settings, _: ServeApi, _: Limits) -> ExitCode {
-    tracing::error!(
-        "--rp_serve_api needs the `serve-api` feature of worker-runtime (on by default); this \
-         worker was built without it"
-    );
-    ExitCode::FAILURE
-}
-
-/// `--rp_serve_api`: a local RunPod emulator in this process, and the ordinary production loop
-/// taking its jobs over loopback.
-#[cfg(feature = "serve-api")]
-async fn serve_api<H: Handler>(
-    handler: H,
-    settings: Settings,
-    api: ServeApi,
-    limits: Limits,
-) -> ExitCode {
-    let emulator = match Emulator::builder()
-        .bind_host(&api.host, api.port)
-        .build()
-        .await
-    {
-        Ok(emulator) => emulator,
-        Err(e) => return fail("--rp_serve_api", &e),
-    };
-    let cfg = match emulator.platform_config("local-worker") {
-        Ok(cfg) => cfg,
-        Err(e) => return fail("--rp_serve_api", &e),
-    };
-    let client = match crate::client::build(&cfg.api_key) {
-        Ok(client) => client,
-        Err(e) => return fail("configuration", &e),
-    };
-    let url = emulator.endpoint_url();
-    tracing::info!(
-        "local RunPod API at {url} — try: curl -X POST {url}/runsync -H 'Content-Type: application/json' -d '{}'",
-        sample_request(&settings)
-    );
-    let mut options = settings.loop_options();
-    if let Some(concurrency) = api.concurrency {
-        options.concurrency = Concurrency::Fixed(concurrency);
-    }
-    let code = run_loop(handler, cfg, client, options, limits).await;
-    emulator.shutdown().await;
-    code
-}
-
 /// The production loop with its heartbeat and signal handling, until shutdown.
-async fn run_loop<H: Handler>(
+pub(crate) async fn run_loop<H: Handler>(
     handler: H,
     cfg: PlatformConfig,
     client: reqwest::Client,
@@ -334,7 +283,7 @@ async fn run_loop<H: Handler>(
     // The loop runs as a task, not in the caller's future: `block_on`'s future (the generated
     // `main`, `#[tokio::main]`) lives on the main thread, outside the runtime's worker threads,
     // so every job it spawned and every slot it waited on was a hand-off between threads.
-    let looping = tokio::spawn(worker::run(
+    let looping = tokio::spawn(job_loop::run(
         handler,
         cfg,
         client,
@@ -354,27 +303,9 @@ async fn run_loop<H: Handler>(
     code
 }
 
-#[cfg(feature = "serve-api")]
-/// The request body of the `curl` suggested by `--rp_serve_api`: the embedded test input when
-/// it fits on a shell line, else an empty input.
-fn sample_request(settings: &Settings) -> String {
-    settings
-        .test_input
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(t.contents).ok())
-        .filter(|v| v.get("input").is_some())
-        .map(|v| serde_json::json!({ "input": v["input"] }).to_string())
-        .filter(|s| s.len() <= 200 && !s.contains('\''))
-        .unwrap_or_else(|| r#"{"input": {}}"#.to_owned())
-}
-
-fn fail(what: &str, error: &Error) -> ExitCode {
+pub(crate) fn fail(what: &str, error: &dyn std::fmt::Display) -> ExitCode {
     tracing::error!("{what} error: {error}");
     ExitCode::FAILURE
-}
-
-/// The multi-thread tokio runtime a worker binary runs on; on failure the message is printed.
-pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    build_runtime(tokio::runtime::Builder::new_multi_thread())
 }
 
 fn build_runtime(

@@ -25,6 +25,10 @@
 //! path-style addressing (`<endpoint>/<bucket>/<key>`), which S3-compatible stores expect.
 //!
 //! Uploads and signing are done by the [`object_store`] crate (its Amazon S3 client).
+//!
+//! Over 400 lines with its tests: settings resolution (job `s3Config`, then the environment),
+//! the client, uploads and presigned URLs, and the classification of S3 errors into messages
+//! that say what to fix are one concept a handler sees as `Bucket`.
 
 use std::fmt;
 use std::path::Path;
@@ -222,7 +226,7 @@ impl Bucket {
                     .with_allow_http(endpoint.scheme() == "http")
                     .with_connect_timeout(Duration::from_secs(10))
                     .with_user_agent(
-                        crate::client::user_agent()
+                        crate::wire::user_agent()
                             .parse()
                             .unwrap_or(reqwest::header::HeaderValue::from_static("worker")),
                     ),
@@ -375,25 +379,12 @@ impl Bucket {
 
 /// `MM-YY` of the current month (UTC): the Python SDK's default bucket name.
 fn month_year() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0) as i64;
-    let (year, month) = civil_from_days(days);
-    format!("{month:02}-{:02}", year % 100)
+    bucket_name_for(chrono::Utc::now())
 }
 
-/// Year and month of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month)
+/// `MM-YY` of `date`'s month.
+fn bucket_name_for(date: impl chrono::Datelike) -> String {
+    format!("{:02}-{:02}", date.month(), date.year().rem_euclid(100))
 }
 
 /// The region in an endpoint URL, as the Python SDK's `extract_region_from_url` reads it.
@@ -416,10 +407,13 @@ mod tests {
 
     #[test]
     fn month_year_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2)); // 2024-02-29
-        assert_eq!(civil_from_days(20_454), (2026, 1)); // 2026-01-01
-        assert_eq!(month_year().len(), 5);
+        let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(bucket_name_for(date(2024, 2, 29)), "02-24");
+        assert_eq!(bucket_name_for(date(1970, 1, 1)), "01-70");
+        assert_eq!(bucket_name_for(date(2026, 1, 1)), "01-26");
+        assert_eq!(bucket_name_for(date(2000, 12, 31)), "12-00");
+        let now = month_year();
+        assert_eq!(now.len(), 5, "{now}");
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl<T: Serialize> StreamSender<T> {
         })?;
         let control = self.job.control();
         if let Some(outbound) = control.outbound() {
-            let body = format!("{{\"output\":{}}}", output.get()).into_bytes();
+            let body = crate::wire::stream_chunk(&output);
             outbound
                 .chunk(self.job.id(), body)
                 .await

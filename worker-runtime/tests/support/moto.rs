@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 pub const MOTO_VERSION: &str = "5.2.5";
 
-#[path = "venv.rs"]
+#[path = "../../../runpod-emulator/tests/support/venv.rs"]
 mod venv;
 
 /// The venv's `moto_server`, or why the tests are skipped.

@@ -24,16 +24,21 @@
 //! Unlike the Python SDK, a failed download is an error the handler sees (and can `?`), not a
 //! `None` in a list.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Url, header};
+use tempfile::TempDir;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::error::chain;
+
+mod address;
+
+pub use self::address::is_global;
 
 /// The default size cap: 5 GiB, as the Python SDK.
 pub const DEFAULT_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -79,7 +84,7 @@ crate::error::kinded_error!(DownloadError, DownloadErrorKind);
 #[derive(Debug)]
 pub struct Downloads {
     job_id: String,
-    dir: OnceLock<PathBuf>,
+    dir: OnceLock<TempDir>,
     created: Mutex<()>,
     count: AtomicUsize,
     max_bytes: u64,
@@ -137,44 +142,16 @@ impl Downloads {
 
     /// The directory downloads are saved in, once the first one started.
     pub fn dir(&self) -> Option<&Path> {
-        self.dir.get().map(PathBuf::as_path)
+        self.dir.get().map(TempDir::path)
     }
 
     fn ensure_dir(&self) -> Result<&Path, DownloadError> {
         let _guard = self.created.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(dir) = self.dir.get() {
-            return Ok(dir);
+            return Ok(dir.path());
         }
-        let safe: String = self
-            .job_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(64)
-            .collect();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "worker-job-{safe}-{}-{nanos:08x}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            DownloadError::new(
-                DownloadErrorKind::Io,
-                format!(
-                    "could not create the download directory {}: {e}",
-                    dir.display()
-                ),
-            )
-        })?;
-        Ok(self.dir.get_or_init(|| dir))
+        let dir = job_dir(&self.job_id, &std::env::temp_dir())?;
+        Ok(self.dir.get_or_init(|| dir).path())
     }
 
     /// Download `url` into this job's directory and return the file's path. The file is named
@@ -352,7 +329,7 @@ impl Downloads {
         })?;
         reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
-            .user_agent(crate::client::user_agent())
+            .user_agent(crate::wire::user_agent())
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .resolve(bare, first)
@@ -370,16 +347,48 @@ impl Downloads {
 
 impl Drop for Downloads {
     fn drop(&mut self) {
-        if let Some(dir) = self.dir.get()
-            && let Err(e) = std::fs::remove_dir_all(dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(
-                "could not remove the download directory {}: {e}",
-                dir.display()
-            );
+        // `TempDir` removes itself on drop too, but silently; `close` reports a failure.
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_owned();
+            if let Err(e) = dir.close()
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(
+                    "could not remove the download directory {}: {e}",
+                    path.display()
+                );
+            }
         }
     }
+}
+
+/// A new, uniquely named directory in `base` for the downloads of the job `job_id`:
+/// `worker-job-<job id, made safe>-<random>`.
+fn job_dir(job_id: &str, base: &Path) -> Result<TempDir, DownloadError> {
+    let safe: String = job_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let prefix = format!("worker-job-{safe}-");
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(base)
+        .map_err(|e| {
+            DownloadError::new(
+                DownloadErrorKind::Io,
+                format!(
+                    "could not create the download directory {prefix}* in {}: {e}",
+                    base.display()
+                ),
+            )
+        })
 }
 
 /// The URL without its query (presigned URLs carry credentials there) or user info.
@@ -417,88 +426,9 @@ fn file_name(url: &Url) -> String {
     }
 }
 
-/// Whether an address is globally routable: what the SSRF rules let through.
-pub fn is_global(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => is_global_v4(ip),
-        IpAddr::V6(ip) => is_global_v6(ip),
-    }
-}
-
-fn is_global_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(a == 0                                    // "this network", unspecified
-        || a == 10                              // private
-        || a == 127                             // loopback
-        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64.0.0/10
-        || (a == 169 && b == 254)               // link-local, cloud metadata
-        || (a == 172 && (16..32).contains(&b))  // private
-        || (a == 192 && b == 0 && c == 0)       // IETF protocol assignments
-        || (a == 192 && b == 0 && c == 2)       // documentation
-        || (a == 192 && b == 168)               // private
-        || (a == 198 && (b == 18 || b == 19))   // benchmarking
-        || (a == 198 && b == 51 && c == 100)    // documentation
-        || (a == 203 && b == 0 && c == 113)     // documentation
-        || a >= 224) // multicast, reserved, broadcast
-}
-
-fn is_global_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_global_v4(v4);
-    }
-    let s = ip.segments();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || (s[0] & 0xfe00) == 0xfc00              // unique local fc00::/7
-        || (s[0] & 0xffc0) == 0xfe80              // link-local fe80::/10
-        || (s[0] & 0xffc0) == 0xfec0              // site-local (deprecated) fec0::/10
-        || (s[0] & 0xff00) == 0xff00              // multicast
-        || (s[0] == 0x2001 && s[1] == 0x0db8)     // documentation
-        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard 100::/64
-        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0]
-            && !is_global_v4(Ipv4Addr::new(
-                (s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8)))
-        || s[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible (deprecated)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn global_addresses() {
-        for ok in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "2606:4700:4700::1111",
-            "100.63.0.1",
-            "172.32.0.1",
-        ] {
-            assert!(is_global(ok.parse().unwrap()), "{ok}");
-        }
-        for bad in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "ff02::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-            "64:ff9b::a00:1",
-            "2001:db8::1",
-        ] {
-            assert!(!is_global(bad.parse().unwrap()), "{bad}");
-        }
-    }
 
     #[test]
     fn file_names_are_safe() {
@@ -510,6 +440,41 @@ mod tests {
             "_2F.._2Fetc_2Fpasswd"
         );
         assert_eq!(name("https://h/a%20b.jpg"), "a_20b.jpg");
+    }
+
+    #[test]
+    fn job_directory_is_named_after_the_job_and_removed_on_drop() {
+        let downloads = Downloads::new("job/../7 x").unwrap();
+        assert!(downloads.dir().is_none(), "no directory before a download");
+        let dir = downloads.ensure_dir().unwrap().to_owned();
+        assert!(dir.is_dir(), "{}", dir.display());
+        assert_eq!(dir.parent(), Some(std::env::temp_dir().as_path()));
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("worker-job-job____7_x-"), "{name}");
+        assert_eq!(
+            downloads.ensure_dir().unwrap(),
+            dir,
+            "one directory per job"
+        );
+        std::fs::write(dir.join("0-file.bin"), b"data").unwrap();
+        // Another `Downloads` for the same job id gets a directory of its own.
+        let other = Downloads::new("job/../7 x").unwrap();
+        assert_ne!(other.ensure_dir().unwrap(), dir);
+        drop(downloads);
+        assert!(!dir.exists(), "{} was not removed", dir.display());
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_says_where() {
+        let base = std::env::temp_dir().join(format!("worker-no-such-dir-{}", std::process::id()));
+        let err = job_dir("job-1", &base).unwrap_err();
+        assert_eq!(err.kind(), DownloadErrorKind::Io);
+        let text = err.to_string();
+        assert!(
+            text.contains("could not create the download directory worker-job-job-1-")
+                && text.contains(&base.display().to_string()),
+            "{text}"
+        );
     }
 
     #[test]

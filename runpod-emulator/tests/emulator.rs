@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
+use runpod_emulator::{Emulator, EmulatorBuilder, EmulatorHandle, FaultKind, Faults, Route};
 use serde_json::{Value, json};
-use worker::emulator::{Emulator, EmulatorBuilder, EmulatorHandle, FaultKind, Faults, Route};
 
 /// A started emulator plus an HTTP client that speaks both sides.
 struct Emu {

@@ -1006,7 +1006,7 @@ fn policy_ms(policy: &Value, name: &str) -> Result<Option<Duration>, Refused> {
 
 /// A random, uuid-shaped job id with RunPod's suffix (`…-e1`, `sync-…-e1` for runsync).
 pub(crate) fn new_job_id(sync: bool) -> String {
-    let hex = crate::random::random_hex128();
+    let hex = format!("{:032x}", fastrand::u128(..));
     format!(
         "{}{}-{}-{}-{}-{}-e1",
         if sync { "sync-" } else { "" },

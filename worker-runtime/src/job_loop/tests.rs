@@ -1,16 +1,19 @@
-//! The real worker loop (`worker::run`) against the emulator, in process.
+//! The real job loop against the emulator (the runpod-emulator crate, a dev-dependency), in
+//! process: these run with and without the `serve-api` feature.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Emulator, EmulatorHandle};
+use runpod_emulator::{Emulator, EmulatorHandle};
+
+use crate::config::PlatformConfig;
 use crate::handler::handler_fn;
 use crate::job::Job;
+use crate::job_loop::{self, Concurrency, InFlight, LoopOptions};
 use crate::limits::Limits;
 use crate::shutdown;
-use crate::worker::{self, Concurrency, InFlight, LoopOptions};
 
 async fn post(url: impl reqwest::IntoUrl, body: Value) -> Value {
     // A client per call: a shared one would outlive the test's runtime.
@@ -71,10 +74,10 @@ struct Harness {
 impl Harness {
     async fn start<H: crate::handler::Handler>(handler: H, options: LoopOptions) -> Harness {
         let emulator = emulator().await;
-        let cfg = emulator.platform_config("w-features").unwrap();
+        let cfg = PlatformConfig::from_env(&emulator.worker_env("w-features")).unwrap();
         let client = crate::client::build(&cfg.api_key).unwrap();
         let (trigger, stop) = shutdown::channel();
-        let loop_task = tokio::spawn(worker::run(
+        let loop_task = tokio::spawn(job_loop::run(
             handler,
             cfg,
             client,
@@ -304,21 +307,29 @@ async fn a_dynamic_concurrency_raise_applies_while_jobs_run() {
     fn four(_: usize) -> usize {
         4
     }
-    let sleeper = handler_fn(|ms: u64, _job: Job| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<_, std::io::Error>(ms)
+    // Each job waits until all four run at once (or gives up after 20 s): with the raise to 4
+    // they all finish; stuck at 1, the first would give up and report how many it saw.
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = running.clone();
+    let gathering = handler_fn(move |_: Value, _job: Job| {
+        let running = counter.clone();
+        async move {
+            use std::sync::atomic::Ordering;
+            running.fetch_add(1, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while running.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<_, std::io::Error>(running.load(Ordering::SeqCst))
+        }
     });
-    let h = Harness::start(sleeper, options(Concurrency::Dynamic(four))).await;
-    let started = std::time::Instant::now();
-    let ids = h.run_many(4, json!(300)).await;
+    let h = Harness::start(gathering, options(Concurrency::Dynamic(four))).await;
+    let ids = h.run_many(4, json!(null)).await;
     for id in &ids {
-        assert_eq!(h.finished(id).await["status"], "COMPLETED");
+        let done = h.finished(id).await;
+        assert_eq!(done["status"], "COMPLETED");
+        assert_eq!(done["output"], 4, "jobs running at once: {done}");
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
-    );
     h.stop().await;
 }
 

@@ -1,25 +1,28 @@
 //! Webhooks: when a job reaches a terminal status, its status body is POSTed to the request's
 //! `webhook` URL; a failed delivery (no answer or a non-2xx status) is retried twice.
+//!
+//! The emulator has its own client (reqwest's rustls with the system trust store): it is a
+//! test tool, so reading the trust store when the first webhook is sent costs nothing a user
+//! feels, unlike the worker's lazily loaded store.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ConstantBuilder};
+
 use super::state::WebhookCall;
 
 /// Three attempts in all, as RunPod does.
-const ATTEMPTS: u32 = 3;
+const RETRIES: usize = 2;
 
 fn client() -> Option<&'static reqwest::Client> {
     static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            let tls = crate::tls::client_config()
-                .map_err(|e| tracing::error!("could not set up TLS for webhooks: {e}"))
-                .ok()?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
             reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
                 .timeout(Duration::from_secs(10))
-                .user_agent(format!("runpod-emulator/{}", crate::protocol::VERSION))
+                .user_agent(concat!("runpod-emulator/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| tracing::error!("could not build the webhook client: {e}"))
                 .ok()
@@ -33,7 +36,11 @@ pub(crate) fn deliver(call: WebhookCall, retry_delay: Duration) {
     tokio::spawn(async move {
         let job_id = call.body["id"].as_str().unwrap_or_default().to_owned();
         let body = serde_json::to_vec(&call.body).unwrap_or_default();
-        for attempt in 1..=ATTEMPTS {
+        let mut delays = ConstantBuilder::new()
+            .with_delay(retry_delay)
+            .with_max_times(RETRIES)
+            .build();
+        loop {
             let result = client
                 .post(&call.url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -48,18 +55,19 @@ pub(crate) fn deliver(call: WebhookCall, retry_delay: Duration) {
                 Ok(response) => format!("HTTP {}", response.status()),
                 Err(e) => e.to_string(),
             };
-            if attempt == ATTEMPTS {
+            let Some(delay) = delays.next() else {
                 tracing::warn!(
-                    "emulator: job {job_id}: webhook to {} failed ({why}); giving up after {ATTEMPTS} attempts",
-                    call.url
+                    "emulator: job {job_id}: webhook to {} failed ({why}); giving up after {} attempts",
+                    call.url,
+                    RETRIES + 1
                 );
                 return;
-            }
+            };
             tracing::warn!(
-                "emulator: job {job_id}: webhook to {} failed ({why}); retrying in {retry_delay:?}",
+                "emulator: job {job_id}: webhook to {} failed ({why}); retrying in {delay:?}",
                 call.url
             );
-            tokio::time::sleep(retry_delay).await;
+            tokio::time::sleep(delay).await;
         }
     });
 }

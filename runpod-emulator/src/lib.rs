@@ -8,8 +8,8 @@
 //! unchanged: [`EmulatorHandle::worker_env`] gives the environment to start one with.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), worker::Error> {
-//! let emulator = worker::emulator::Emulator::builder()
+//! # async fn demo() -> Result<(), runpod_emulator::Error> {
+//! let emulator = runpod_emulator::Emulator::builder()
 //!     .endpoint_id("local")
 //!     .bind("127.0.0.1:8000")
 //!     .build()
@@ -38,13 +38,12 @@
 //! the request path pays only an `Option` check.
 
 mod client_api;
+mod error;
 mod faults;
 mod state;
+mod stats;
 mod webhook;
 mod worker_api;
-
-#[cfg(test)]
-mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,13 +59,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::PlatformConfig;
-use crate::error::{Error, ErrorKind};
-
 use self::faults::{Conn, FaultyListener, Instrument};
 use self::state::{Settings, State};
 
-pub use self::faults::{EmulatorStats, FaultKind, Faults, RecordedRequest, Route};
+pub use self::error::{Error, ErrorKind};
+pub use self::faults::{FaultKind, Faults, RecordedRequest, Route};
+pub use self::stats::EmulatorStats;
 
 /// Entry point of the emulator; see [`Emulator::builder`].
 #[derive(Debug)]
@@ -225,10 +223,13 @@ impl EmulatorBuilder {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         {
-            return Err(Error::config(format!(
-                "the emulator's endpoint id {:?} must be non-empty and made of letters, digits, `-`, `_` and `.`",
-                self.endpoint_id
-            )));
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the emulator's endpoint id {:?} must be non-empty and made of letters, digits, `-`, `_` and `.`",
+                    self.endpoint_id
+                ),
+            ));
         }
         let listener = tokio::net::TcpListener::bind(&self.bind)
             .await
@@ -388,22 +389,13 @@ impl EmulatorHandle {
         vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
-    /// The platform configuration of a worker of this process taking jobs from this emulator
-    /// (`--rp_serve_api`), read from [`worker_env`](Self::worker_env) like a real worker would.
-    pub(crate) fn platform_config(&self, worker_id: &str) -> Result<PlatformConfig, Error> {
-        let env = self.worker_env(worker_id);
-        PlatformConfig::from_env(&move |name: &str| {
-            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })
-    }
-
     /// Queue a job as `/run` would (`request` is its body, e.g. `{"input": …}`), without HTTP.
     /// Returns the job id.
     pub fn submit(&self, request: Value) -> Result<String, Error> {
         match self.app.state.submit(request, false) {
             Ok((view, _)) => Ok(view["id"].as_str().unwrap_or_default().to_owned()),
             Err(state::Refused::BadRequest(why) | state::Refused::NotFound(why)) => {
-                Err(Error::config(why))
+                Err(Error::new(ErrorKind::Refused, why))
             }
         }
     }

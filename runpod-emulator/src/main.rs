@@ -1,12 +1,12 @@
 //! A local RunPod emulator: serves RunPod's endpoint API to clients and the job protocol to
 //! workers, and prints how to start a worker against it.
 //!
-//! `cargo run -p worker-runtime --bin runpod-emulator -- --port 8000`
+//! `cargo run -p runpod-emulator -- --port 8000`
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use worker::emulator::{Emulator, Faults};
+use runpod_emulator::{Emulator, Faults};
 
 /// A local RunPod serverless emulator.
 #[derive(Debug, Parser)]
@@ -78,9 +78,15 @@ fn main() -> ExitCode {
         .with_max_level(tracing::Level::INFO)
         .with_target(false)
         .init();
-    let runtime = match worker::__private::runtime() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     runtime.block_on(run(args))
 }

@@ -1,0 +1,214 @@
+//! The production loop: take jobs while slots are free, run each on its own task, post its
+//! result, and keep the set of in-flight jobs that `job_in_progress`, the heartbeat and the
+//! job-stop channel read.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the take loop: wait for a slot, claim the free ones, take that many jobs |
+//! | `slots.rs` | the job slots, resizable for a dynamic concurrency |
+//! | `in_flight.rs` | the jobs taken and not yet reported |
+//! | `job_task.rs` | one job: handler, cancellation, shutdown grace, the result post |
+//! | `job_stop.rs` | the job-stop long-poll that cancels listed jobs |
+//! | `outbound.rs` | progress updates and stream chunks over HTTP |
+
+mod in_flight;
+mod job_stop;
+mod job_task;
+mod outbound;
+mod slots;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Client;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use self::job_stop::watch_stops;
+use self::job_task::run_job;
+use self::outbound::HttpOutbound;
+use self::slots::Slots;
+use crate::client::{self, Take};
+use crate::config::PlatformConfig;
+use crate::control::Outbound;
+use crate::handler::Handler;
+use crate::limits::Limits;
+use crate::retry::{Backoff, RetryPolicy};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+
+pub(crate) use self::in_flight::InFlight;
+pub(crate) use self::slots::Concurrency;
+
+/// The loop's options (from `#[worker::handler(…)]` or the `Worker` builder).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoopOptions {
+    pub(crate) concurrency: Concurrency,
+    /// Every job asks the platform to recycle the worker (`stopPod: true`), then the worker exits.
+    pub(crate) refresh_worker: bool,
+    /// A streaming job's final output is every item instead of `[]`.
+    pub(crate) aggregate_stream: bool,
+}
+
+/// What every job task shares.
+struct Shared<H> {
+    handler: H,
+    cfg: PlatformConfig,
+    client: Client,
+    in_flight: Arc<InFlight>,
+    outbound: Arc<dyn Outbound>,
+    options: LoopOptions,
+    retry: RetryPolicy,
+    limits: Limits,
+    stop_taking: ShutdownTrigger,
+    shutdown: Shutdown,
+    /// Results being posted after their job gave its slot back. Bounded, so a platform that
+    /// does not take results cannot make the worker pile up finished jobs: once it is full, a
+    /// finished job keeps its slot until it can post.
+    posting: Arc<Semaphore>,
+}
+
+/// Run the production loop until `shutdown` fires (or a job asks for a refresh), then let
+/// in-flight jobs finish and post their results.
+pub(crate) async fn run<H: Handler>(
+    handler: H,
+    cfg: PlatformConfig,
+    client: Client,
+    in_flight: Arc<InFlight>,
+    options: LoopOptions,
+    limits: Limits,
+    (stop_taking, shutdown): (ShutdownTrigger, Shutdown),
+) {
+    let retry = RetryPolicy {
+        total: limits.post_retry,
+        ..RetryPolicy::default()
+    };
+    let outbound = Arc::new(HttpOutbound {
+        client: client.clone(),
+        urls: cfg.urls.clone(),
+        retry,
+    });
+    let (mut current, modifier) = match options.concurrency {
+        Concurrency::Fixed(n) => (n.max(1), None),
+        Concurrency::Dynamic(f) => (f(1).max(1), Some(f)),
+    };
+    let shared = Arc::new(Shared {
+        handler,
+        cfg,
+        client,
+        in_flight,
+        outbound,
+        options,
+        retry,
+        limits,
+        stop_taking,
+        shutdown: shutdown.clone(),
+        posting: Arc::new(Semaphore::new(current.max(8))),
+    });
+    let mut slots = Slots::new(current);
+    let mut tasks = JoinSet::new();
+    let mut backoff = Backoff::new();
+    tracing::info!(
+        "worker {} started: taking jobs with concurrency {current}",
+        shared.cfg.worker_id
+    );
+    let stops = tokio::spawn(watch_stops(shared.clone(), shutdown.clone()));
+
+    'taking: loop {
+        if let Some(modifier) = modifier {
+            current = modifier(current).max(1);
+            slots.resize(current);
+        }
+        // Wait for a free slot, then claim every other free one: that many jobs are asked for.
+        // A dynamic concurrency is re-read while waiting, so a raise applies at once.
+        let first = loop {
+            let recheck = async {
+                match modifier {
+                    Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                permit = slots.semaphore.clone().acquire_owned() => match permit {
+                    Ok(p) => match slots.keep(p) {
+                        Some(p) => break p,
+                        None => continue,
+                    },
+                    Err(_) => break 'taking,
+                },
+                () = shutdown.requested() => break 'taking,
+                () = recheck => {
+                    if let Some(modifier) = modifier {
+                        current = modifier(current).max(1);
+                        slots.resize(current);
+                    }
+                }
+            }
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.semaphore.clone().try_acquire_owned() {
+            if let Some(p) = slots.keep(p) {
+                permits.push(p);
+            }
+        }
+        // Reap finished job tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+
+        let free = permits.len();
+        let job_in_progress = !shared.in_flight.is_empty();
+        let taken = tokio::select! {
+            taken = client::take(&shared.client, &shared.cfg, free, job_in_progress) => taken,
+            () = shutdown.requested() => break,
+        };
+        match taken {
+            Ok(Take::Jobs(jobs)) => {
+                backoff.reset();
+                if !jobs.is_empty() {
+                    tracing::debug!("took {} job(s)", jobs.len());
+                }
+                for job in jobs {
+                    job.control()
+                        .attach(shared.outbound.clone(), shared.options.aggregate_stream);
+                    // More jobs than free slots (a batch answer may do that): the extra ones wait
+                    // for a slot inside their task, and count as in progress meanwhile.
+                    let permit = permits.pop();
+                    shared.in_flight.insert(&job);
+                    tasks.spawn(run_job(
+                        shared.clone(),
+                        job,
+                        permit,
+                        slots.semaphore.clone(),
+                    ));
+                }
+            }
+            Ok(Take::TooManyRequests(wait)) => {
+                // Retry-After, but never faster than the back-off (a `Retry-After: 0` answered
+                // forever must not make a hot loop); 5 s without one, as the Python SDK.
+                let step = backoff.next_delay();
+                let wait = wait.map_or(Duration::from_secs(5), |w| w.max(step));
+                tracing::warn!(
+                    "job-take: the platform answered 429 Too Many Requests; waiting {wait:?}"
+                );
+                drop(permits);
+                shutdown.sleep(wait).await;
+            }
+            Err(e) => {
+                let wait = backoff.next_delay();
+                tracing::error!("Failed to get job: {e}; retrying in {wait:?}");
+                drop(permits);
+                shutdown.sleep(wait).await;
+            }
+        }
+    }
+
+    if !tasks.is_empty() {
+        tracing::info!(
+            "stopping: waiting for {} job(s) in flight to finish",
+            tasks.len()
+        );
+    }
+    while tasks.join_next().await.is_some() {}
+    stops.abort();
+    tracing::info!("worker stopped");
+}

@@ -1,0 +1,62 @@
+//! The job slots: how many jobs may run at once, resizable while jobs hold slots (the Python
+//! SDK's `concurrency_modifier`).
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How many jobs may run at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Concurrency {
+    Fixed(usize),
+    /// The Python SDK's `concurrency_modifier`: given the current value, returns the next.
+    Dynamic(fn(usize) -> usize),
+}
+
+/// A semaphore whose size can change while jobs hold permits. Shrinking takes effect as
+/// running jobs finish (their permits are forgotten instead of returned).
+#[derive(Debug)]
+pub(super) struct Slots {
+    pub(super) semaphore: Arc<Semaphore>,
+    size: usize,
+    /// Permits to remove as soon as they come back.
+    debt: usize,
+}
+
+impl Slots {
+    pub(super) fn new(size: usize) -> Slots {
+        Slots {
+            semaphore: Arc::new(Semaphore::new(size)),
+            size,
+            debt: 0,
+        }
+    }
+
+    pub(super) fn resize(&mut self, want: usize) {
+        let want = want.max(1);
+        if want > self.size {
+            let grow = want - self.size;
+            let repaid = grow.min(self.debt);
+            self.debt -= repaid;
+            self.semaphore.add_permits(grow - repaid);
+        } else {
+            self.debt += self.size - want;
+        }
+        if want != self.size {
+            tracing::info!("concurrency changed from {} to {want}", self.size);
+        }
+        self.size = want;
+        self.debt -= self.semaphore.forget_permits(self.debt);
+    }
+
+    /// Keep `permit` unless a shrink still owes permits.
+    pub(super) fn keep(&mut self, permit: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
+        if self.debt > 0 {
+            permit.forget();
+            self.debt -= 1;
+            None
+        } else {
+            Some(permit)
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The platform's URLs (protocol §2.1, §4.1, §5.3, §6.3, §7.1, §8): parsed once from the
+//! templates at start-up, then each request's URL is a clone with its parameters appended.
+//!
+//! Query values are form-encoded by `url` (as the Python SDK's `requests` encodes the ping's:
+//! `,` → `%2C`, space → `+`); a job id put in a path is percent-encoded but for RFC 3986's
+//! unreserved characters, so an id with `/` or `?` stays one path segment (the Python SDK
+//! would split it). A template without `?` gets one before the appended parameters, instead of
+//! the malformed path the Python SDK would produce.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Url;
+
+use super::VERSION;
+
+/// Everything but RFC 3986's unreserved characters (`A–Z a–z 0–9 - . _ ~`).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The longest `reason` an unhealthy report carries, as the Python SDK cuts it.
+const REASON_CHARS: usize = 256;
+
+/// The URLs of one worker, with `$ID` (job-take) and `$RUNPOD_POD_ID` (the others) already
+/// replaced by the worker id. The job-done and job-stream URLs keep `$ID` for the job id.
+#[derive(Debug, Clone)]
+pub(crate) struct Urls {
+    /// `RUNPOD_WEBHOOK_GET_JOB`.
+    job_take: Url,
+    /// The batch form, when the job-take URL has the platform's `/job-take/` shape.
+    job_take_batch: Option<Url>,
+    /// The job-stop long-poll, from the same shape; per-job cancellation is off without it.
+    job_stop: Option<Url>,
+    /// `RUNPOD_WEBHOOK_POST_OUTPUT`: final results, progress updates, and a stream's end.
+    job_done: Url,
+    /// `RUNPOD_WEBHOOK_POST_STREAM`: a streaming job's chunks.
+    job_stream: Option<Url>,
+    /// `RUNPOD_WEBHOOK_PING`.
+    ping: Option<Url>,
+}
+
+impl Urls {
+    pub(crate) fn new(
+        job_take: Url,
+        job_done: Url,
+        job_stream: Option<Url>,
+        ping: Option<Url>,
+    ) -> Urls {
+        let with_segment = |segment: &str| {
+            job_take.path().contains("/job-take/").then(|| {
+                let mut url = job_take.clone();
+                url.set_path(&job_take.path().replacen("/job-take/", segment, 1));
+                url
+            })
+        };
+        Urls {
+            job_take_batch: with_segment("/job-take-batch/"),
+            job_stop: with_segment("/job-stop/"),
+            job_take,
+            job_done,
+            job_stream,
+            ping,
+        }
+    }
+
+    /// Whether any platform URL is https (then the TLS trust store will be needed).
+    pub(crate) fn any_https(&self) -> bool {
+        [
+            Some(&self.job_take),
+            Some(&self.job_done),
+            self.job_stream.as_ref(),
+            self.ping.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|url| url.scheme() == "https")
+    }
+
+    /// The job-take URL for `free` free slots: the single form for one, the batch form
+    /// (`/job-take-batch/…&batch_size=N`) for more; `job_in_progress=1` whenever a job is in
+    /// flight or queued in this worker (§4.1: `batch_size` first).
+    pub(crate) fn take(&self, free: usize, job_in_progress: bool) -> Url {
+        let mut url = match &self.job_take_batch {
+            Some(batch) if free > 1 => {
+                let mut url = batch.clone();
+                url.query_pairs_mut()
+                    .append_pair("batch_size", &free.to_string());
+                url
+            }
+            _ => self.job_take.clone(),
+        };
+        url.query_pairs_mut()
+            .append_pair("job_in_progress", if job_in_progress { "1" } else { "0" });
+        url
+    }
+
+    /// The job-done URL for a job: final results (`isStream=true` for a stream's end),
+    /// progress updates.
+    pub(crate) fn done(&self, job_id: &str, is_stream: bool) -> Url {
+        let mut url = with_job_id(&self.job_done, job_id);
+        url.query_pairs_mut()
+            .append_pair("isStream", if is_stream { "true" } else { "false" });
+        url
+    }
+
+    /// The job-stream URL for a job's chunks. The Python SDK sends `isStream=false` on chunks
+    /// (§7.1); keep that wire shape.
+    pub(crate) fn stream(&self, job_id: &str) -> Option<Url> {
+        let mut url = with_job_id(self.job_stream.as_ref()?, job_id);
+        url.query_pairs_mut().append_pair("isStream", "false");
+        Some(url)
+    }
+
+    /// The job-stop URL (the take URL with `/job-stop/`, its query kept, §6.3), if the take URL
+    /// has the platform's shape.
+    pub(crate) fn stop(&self) -> Option<&Url> {
+        self.job_stop.as_ref()
+    }
+
+    /// Whether a heartbeat URL is configured.
+    pub(crate) fn has_ping(&self) -> bool {
+        self.ping.is_some()
+    }
+
+    /// The ping URL with the in-flight job ids (comma-separated, left out when none) and our
+    /// version (§8).
+    pub(crate) fn ping(&self, job_ids: &[String]) -> Option<Url> {
+        let mut url = self.ping.clone()?;
+        {
+            let mut query = url.query_pairs_mut();
+            if !job_ids.is_empty() {
+                query.append_pair("job_id", &job_ids.join(","));
+            }
+            query.append_pair("runpod_version", VERSION);
+        }
+        Some(url)
+    }
+
+    /// The ping URL reporting that a start-up check failed (`status=unhealthy`, §8), with the
+    /// first 256 characters of the reason.
+    pub(crate) fn unhealthy(&self, check: &str, reason: &str) -> Option<Url> {
+        let mut url = self.ping.clone()?;
+        let reason: String = reason.chars().take(REASON_CHARS).collect();
+        url.query_pairs_mut()
+            .append_pair("status", "unhealthy")
+            .append_pair("check", check)
+            .append_pair("reason", &reason)
+            .append_pair("runpod_version", VERSION);
+        Some(url)
+    }
+}
+
+/// `template` with every `$ID` (in its path or query) replaced by the percent-encoded job id.
+fn with_job_id(template: &Url, job_id: &str) -> Url {
+    let id = utf8_percent_encode(job_id, COMPONENT).to_string();
+    let mut url = template.clone();
+    if template.path().contains("$ID") {
+        url.set_path(&template.path().replace("$ID", &id));
+    }
+    if let Some(query) = template.query().filter(|q| q.contains("$ID")) {
+        url.set_query(Some(&query.replace("$ID", &id)));
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    /// The templates the platform gives, with the worker id `w42` substituted (§2.1).
+    fn urls() -> Urls {
+        Urls::new(
+            url("http://h/v2/ep/job-take/w42?gpu=SIM"),
+            url("http://h/v2/ep/job-done/w42/$ID?gpu=SIM"),
+            Some(url("http://h/v2/ep/job-stream/w42/$ID?gpu=SIM")),
+            Some(url("http://h/v2/ep/ping/w42?gpu=SIM")),
+        )
+    }
+
+    #[test]
+    fn any_https_looks_at_every_platform_url() {
+        assert!(!urls().any_https());
+        let u = Urls::new(
+            url("http://h/v2/ep/job-take/w42"),
+            url("http://h/v2/ep/job-done/w42/$ID"),
+            None,
+            Some(url("HTTPS://h/v2/ep/ping/w42")),
+        );
+        assert!(u.any_https(), "the scheme is case-insensitive");
+        let u = Urls::new(
+            url("http://h/v2/ep/job-take/w42"),
+            url("http://h/v2/ep/job-done/w42/$ID"),
+            Some(url("https://h/v2/ep/job-stream/w42/$ID")),
+            None,
+        );
+        assert!(u.any_https());
+    }
+
+    /// §4.1's observed requests.
+    #[test]
+    fn take_urls_match_the_python_sdk() {
+        let u = urls();
+        assert_eq!(
+            u.take(1, false).as_str(),
+            "http://h/v2/ep/job-take/w42?gpu=SIM&job_in_progress=0"
+        );
+        assert_eq!(
+            u.take(1, true).as_str(),
+            "http://h/v2/ep/job-take/w42?gpu=SIM&job_in_progress=1"
+        );
+        assert_eq!(
+            u.take(4, false).as_str(),
+            "http://h/v2/ep/job-take-batch/w42?gpu=SIM&batch_size=4&job_in_progress=0"
+        );
+        assert_eq!(
+            u.take(2, true).as_str(),
+            "http://h/v2/ep/job-take-batch/w42?gpu=SIM&batch_size=2&job_in_progress=1"
+        );
+    }
+
+    #[test]
+    fn a_take_url_without_the_platform_shape_has_no_batch_or_stop_form() {
+        let u = Urls::new(
+            url("http://h/jobs/w1"),
+            url("http://h/done/$ID"),
+            None,
+            None,
+        );
+        assert_eq!(
+            u.take(4, false).as_str(),
+            "http://h/jobs/w1?job_in_progress=0"
+        );
+        assert!(u.stop().is_none());
+    }
+
+    #[test]
+    fn templates_without_a_query_get_one() {
+        let u = Urls::new(
+            url("http://h/job-take/w1"),
+            url("http://h/job-done/w1/$ID"),
+            Some(url("http://h/job-stream/w1/$ID")),
+            Some(url("http://h/ping/w1")),
+        );
+        assert_eq!(
+            u.take(1, false).as_str(),
+            "http://h/job-take/w1?job_in_progress=0"
+        );
+        assert_eq!(
+            u.done("j", false).as_str(),
+            "http://h/job-done/w1/j?isStream=false"
+        );
+        assert_eq!(
+            u.ping(&[]).unwrap().as_str(),
+            format!("http://h/ping/w1?runpod_version={VERSION}")
+        );
+    }
+
+    /// §5.3 (`isStream`), §7.1 (chunks on the stream URL with `isStream=false`, the end on
+    /// job-done with `isStream=true`), §6.3 (job-stop keeps the query).
+    #[test]
+    fn done_stream_and_stop_urls() {
+        let u = urls();
+        assert_eq!(
+            u.done("j-1", false).as_str(),
+            "http://h/v2/ep/job-done/w42/j-1?gpu=SIM&isStream=false"
+        );
+        assert_eq!(
+            u.done("g1", true).as_str(),
+            "http://h/v2/ep/job-done/w42/g1?gpu=SIM&isStream=true"
+        );
+        assert_eq!(
+            u.stream("j-1").unwrap().as_str(),
+            "http://h/v2/ep/job-stream/w42/j-1?gpu=SIM&isStream=false"
+        );
+        assert_eq!(
+            u.stop().unwrap().as_str(),
+            "http://h/v2/ep/job-stop/w42?gpu=SIM"
+        );
+    }
+
+    #[test]
+    fn a_job_id_is_one_path_segment() {
+        let u = urls();
+        assert_eq!(
+            u.done("c 3/x?y#z%", true).as_str(),
+            "http://h/v2/ep/job-done/w42/c%203%2Fx%3Fy%23z%25?gpu=SIM&isStream=true"
+        );
+        assert_eq!(
+            u.done("sync-0b1c-e1", false).path(),
+            "/v2/ep/job-done/w42/sync-0b1c-e1"
+        );
+        let q = Urls::new(
+            url("http://h/job-take/w"),
+            url("http://h/done?job=$ID"),
+            None,
+            None,
+        );
+        assert_eq!(
+            q.done("a b", false).as_str(),
+            "http://h/done?job=a%20b&isStream=false"
+        );
+    }
+
+    /// §8: idle and busy pings as `requests` encodes them, and the unhealthy report.
+    #[test]
+    fn ping_and_unhealthy_urls() {
+        let u = urls();
+        assert_eq!(
+            u.ping(&[]).unwrap().as_str(),
+            format!("http://h/v2/ep/ping/w42?gpu=SIM&runpod_version={VERSION}")
+        );
+        assert_eq!(
+            u.ping(&["c2".into(), "c 3/x".into(), "c1".into()])
+                .unwrap()
+                .as_str(),
+            format!(
+                "http://h/v2/ep/ping/w42?gpu=SIM&job_id=c2%2Cc+3%2Fx%2Cc1&runpod_version={VERSION}"
+            )
+        );
+        assert_eq!(
+            u.unhealthy("init", "model file missing").unwrap().as_str(),
+            format!(
+                "http://h/v2/ep/ping/w42?gpu=SIM&status=unhealthy&check=init&reason=model+file+missing&runpod_version={VERSION}"
+            )
+        );
+        let long = "é".repeat(300);
+        let reported = u.unhealthy("init", &long).unwrap();
+        let reason = reported
+            .query_pairs()
+            .find(|(k, _)| k == "reason")
+            .unwrap()
+            .1;
+        assert_eq!(reason.chars().count(), REASON_CHARS);
+        assert!(!urls_without_ping().has_ping());
+        assert!(urls_without_ping().ping(&[]).is_none());
+    }
+
+    fn urls_without_ping() -> Urls {
+        Urls::new(
+            url("http://h/job-take/w"),
+            url("http://h/job-done/w/$ID"),
+            None,
+            None,
+        )
+    }
+}
