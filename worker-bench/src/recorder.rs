@@ -1,0 +1,46 @@
+//! Platform-side timestamps: the emulator's [`Observer`] hook records when the worker first
+//! asks for a job and when each job is handed out and finished, so that every worker is timed
+//! the same way, from outside, whatever it logs or reports itself.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use runpod_emulator::Observer;
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub(crate) struct Events {
+    pub(crate) first_take: Option<Instant>,
+    pub(crate) handed: HashMap<String, Instant>,
+    pub(crate) finished: HashMap<String, Instant>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    events: Mutex<Events>,
+    /// Woken on every final result, so that waiting for N results costs O(1) per result.
+    pub(crate) finished: Notify,
+}
+
+impl Recorder {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Events> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Observer for Recorder {
+    fn take_requested(&self, _worker_id: &str) {
+        let now = Instant::now();
+        self.lock().first_take.get_or_insert(now);
+    }
+    fn job_handed(&self, job_id: &str) {
+        let now = Instant::now();
+        self.lock().handed.insert(job_id.to_owned(), now);
+    }
+    fn job_finished(&self, job_id: &str) {
+        let now = Instant::now();
+        self.lock().finished.insert(job_id.to_owned(), now);
+        self.finished.notify_waiters();
+    }
+}
