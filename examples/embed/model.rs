@@ -1,0 +1,166 @@
+//! all-MiniLM-L6-v2 on candle: the BERT encoder, mean pooling over the attention mask, L2
+//! normalisation, as sentence-transformers' `Transformer → Pooling(mean) → Normalize` does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// The model's name in outputs.
+pub(crate) const NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
+/// The length of its vectors.
+pub(crate) const DIMENSIONS: usize = 384;
+/// Its window (sentence-transformers' `max_seq_length`): longer texts are cut to this many
+/// tokens, `[CLS]` and `[SEP]` included.
+pub(crate) const MAX_TOKENS: usize = 256;
+/// Texts per forward pass: a job's texts are sorted by length and run in chunks of this many,
+/// so a long text pads only its neighbours in length.
+const CHUNK: usize = 32;
+
+/// `MODEL_DIR`, else where `scripts/fetch-model.sh` puts the model.
+pub(crate) fn model_dir() -> PathBuf {
+    std::env::var_os("MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/models/all-MiniLM-L6-v2"
+            )
+            .into()
+        })
+}
+
+/// One text's embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Embedding {
+    /// Unit length, [`DIMENSIONS`] long.
+    pub(crate) vector: Vec<f32>,
+    /// Tokens the model saw, `[CLS]` and `[SEP]` included.
+    pub(crate) tokens: usize,
+    /// The text was cut to [`MAX_TOKENS`].
+    pub(crate) truncated: bool,
+}
+
+/// The loaded model and its tokenizer.
+pub(crate) struct Embedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+impl Embedder {
+    /// Load the model directory of the sentence-transformers checkpoint (`config.json`,
+    /// `tokenizer.json`, `model.safetensors`).
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<Embedder> {
+        let file = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(anyhow::anyhow!(
+                    "{} is missing: fetch the model with `scripts/fetch-model.sh` (it goes to \
+                     target/models/), or point MODEL_DIR at a directory holding all-MiniLM-L6-v2",
+                    path.display()
+                ))
+            }
+        };
+        let config: Config = serde_json::from_str(
+            &std::fs::read_to_string(file("config.json")?).context("reading config.json")?,
+        )
+        .context("config.json is not a BERT configuration")?;
+        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
+            .map_err(|e| anyhow::anyhow!("tokenizer.json: {e}"))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| anyhow::anyhow!("tokenizer truncation: {e}"))?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..PaddingParams::default()
+        }));
+        let device = Device::Cpu;
+        let weights = file("model.safetensors")?;
+        // SAFETY: the weights file is memory-mapped read-only and must not change while the
+        // worker runs; model files in an image or on a volume are written before it starts.
+        #[allow(unsafe_code)]
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            .with_context(|| format!("loading {}", weights.display()))?;
+        let model = BertModel::load(vb, &config).context("building the BERT model")?;
+        Ok(Embedder {
+            model,
+            tokenizer,
+            device,
+        })
+    }
+
+    /// Embed `texts`, in order.
+    pub(crate) fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Embedding>> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut out: Vec<Option<Embedding>> = vec![None; texts.len()];
+        for chunk in order.chunks(CHUNK) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+            for (&i, embedding) in chunk.iter().zip(self.embed_batch(&batch)?) {
+                out[i] = Some(embedding);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// One forward pass over `texts`, padded to the longest.
+    fn embed_batch(&self, texts: &[&str]) -> anyhow::Result<Vec<Embedding>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        let len = encodings.first().map_or(0, |e| e.get_ids().len());
+        let n = encodings.len();
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for encoding in &encodings {
+            ids.extend_from_slice(encoding.get_ids());
+            mask.extend_from_slice(encoding.get_attention_mask());
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+        // Mean over the real tokens, then unit length (eps as torch's F.normalize).
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?.clamp(1e-9, f32::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norms = mean
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f32::MAX)?;
+        let vectors = mean.broadcast_div(&norms)?.to_vec2::<f32>()?;
+        Ok(vectors
+            .into_iter()
+            .zip(&encodings)
+            .map(|(vector, encoding)| Embedding {
+                vector,
+                tokens: encoding
+                    .get_attention_mask()
+                    .iter()
+                    .filter(|&&m| m == 1)
+                    .count(),
+                truncated: !encoding.get_overflowing().is_empty(),
+            })
+            .collect())
+    }
+}
