@@ -165,7 +165,8 @@ pub(crate) async fn post(
     policy: RetryPolicy,
 ) -> Result<(), RequestError> {
     let started = Instant::now();
-    let mut delays = policy.delays();
+    // Made on the first failure: a post that is answered at once builds no back-off.
+    let mut delays = None;
     let mut attempt = 1u32;
     loop {
         let mut request = client.post(url.clone());
@@ -182,7 +183,10 @@ pub(crate) async fn post(
             }
             Err(e) => RequestError::Transport(e),
         };
-        let delay = delays.next().unwrap_or(policy.max_delay);
+        let delay = delays
+            .get_or_insert_with(|| policy.delays())
+            .next()
+            .unwrap_or(policy.max_delay);
         if !error.is_retryable() || started.elapsed() + delay > policy.total {
             return Err(error);
         }

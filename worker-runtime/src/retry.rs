@@ -24,9 +24,11 @@ fn exponential(first: Duration, max: Duration) -> ExponentialBackoff {
 
 /// The back-off of a request that repeats for the life of the worker (job-take, job-stop):
 /// 100 ms doubling to 10 s while requests fail, back to 100 ms after one succeeds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Backoff {
-    delays: ExponentialBackoff,
+    /// The delays since the last success; made on the first failure, so the job loop's
+    /// successful takes only clear an `Option`.
+    delays: Option<ExponentialBackoff>,
 }
 
 impl Backoff {
@@ -34,19 +36,20 @@ impl Backoff {
     const MAX: Duration = Duration::from_secs(10);
 
     pub(crate) fn new() -> Backoff {
-        Backoff {
-            delays: exponential(Backoff::FIRST, Backoff::MAX),
-        }
+        Backoff::default()
     }
 
     /// A request succeeded: the next failure waits the first delay again.
     pub(crate) fn reset(&mut self) {
-        *self = Backoff::new();
+        self.delays = None;
     }
 
     /// How long to wait after this failure.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        self.delays.next().unwrap_or(Backoff::MAX)
+        self.delays
+            .get_or_insert_with(|| exponential(Backoff::FIRST, Backoff::MAX))
+            .next()
+            .unwrap_or(Backoff::MAX)
     }
 }
 
