@@ -329,6 +329,29 @@ async fn sigterm_lets_the_running_job_finish_and_post() {
     assert_eq!(platform.status(&id).await["status"], "COMPLETED");
 }
 
+/// SIGTERM after the only job was reported: nothing is said to be in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_a_finished_job_waits_for_none() {
+    let platform =
+        Platform::start_with(support::builder().take_timeout(Duration::from_secs(30))).await;
+    let mut worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
+    let id = platform
+        .submit(json!({"input": {"echo": {"value": 1}}}))
+        .await;
+    platform.done(&id).await;
+    // The job's task logs "Finished." after its post was answered, as its last act.
+    let deadline = std::time::Instant::now() + LONG;
+    while !worker.stdout().contains("Finished.") {
+        assert!(std::time::Instant::now() < deadline, "{}", worker.stdout());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.signal("TERM");
+    assert_eq!(worker.exit(LONG).await.code(), Some(0));
+    let log = worker.stdout();
+    assert!(log.contains("worker stopped"), "{log}");
+    assert!(!log.contains("waiting for"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_job_id_and_never_the_api_key() {
     let platform = Platform::start().await;

@@ -202,6 +202,8 @@ pub(crate) async fn run<H: Handler>(
         }
     }
 
+    // Tasks of jobs already reported are only reaped before a take; do not count them.
+    while tasks.try_join_next().is_some() {}
     if !tasks.is_empty() {
         tracing::info!(
             "stopping: waiting for {} job(s) in flight to finish",
