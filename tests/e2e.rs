@@ -329,6 +329,20 @@ async fn sigterm_lets_the_running_job_finish_and_post() {
     assert_eq!(platform.status(&id).await["status"], "COMPLETED");
 }
 
+/// A handler's own rustls-based HTTP client works in local test mode too: the runtime installs
+/// the crypto provider in every mode, not only when it builds its platform client.
+#[test]
+fn a_handlers_own_http_client_works_in_local_test_mode() {
+    let (code, stdout, stderr) = run_local(
+        &fixture(),
+        &[],
+        &["--test_input", r#"{"input": {"http_client": null}}"#],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout, "{\"output\":{\"client_built\":true}}\n", "{stderr}");
+}
+
 /// SIGTERM after the only job was reported: nothing is said to be in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_a_finished_job_waits_for_none() {

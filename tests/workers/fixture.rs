@@ -30,6 +30,9 @@ enum Action {
     Nan,
     /// Return a map with non-string keys, which JSON cannot carry.
     Unserializable,
+    /// Build a reqwest client of the handler's own (rustls, as the runtime's), as a handler
+    /// calling another service does.
+    HttpClient,
 }
 
 /// What the handler returns: any JSON, or something JSON cannot carry.
@@ -124,6 +127,10 @@ fn handle_action(
         Action::Nan => return Ok(Err(Output::Scores { score: f64::NAN })),
         Action::Unserializable => {
             return Ok(Err(Output::Pairs(BTreeMap::from([((1, 2), 3)]))));
+        }
+        Action::HttpClient => {
+            let built = reqwest::Client::builder().build().is_ok();
+            worker::json!({ "client_built": built })
         }
     }))
 }

@@ -195,6 +195,10 @@ impl Started {
             (_, false) => (LogFormat::Text, LogTarget::Stdout),
         };
         logging::init(level, format, target);
+        // The runtime turns on rustls without a crypto provider; install the process's default
+        // in every mode, so a handler's own reqwest or rustls clients work in local test mode
+        // as they do in production (where the platform client would install it).
+        crate::tls::install_crypto_provider();
         let mode = mode.map_err(|e| fail("configuration", &e))?;
         let client = match &mode {
             Mode::Production(cfg) => {
