@@ -1,5 +1,5 @@
-//! Where `cargo test` put the repository's example workers. Shared by the root package's
-//! tests (`tests/support/mod.rs`) and `worker-runtime/tests/python.rs` through `#[path]`.
+//! Where `cargo test` put the repository's example workers (for the root package's tests,
+//! through `tests/support/mod.rs`).
 
 #![allow(unreachable_pub)]
 
