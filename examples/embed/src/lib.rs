@@ -1,5 +1,7 @@
-//! all-MiniLM-L6-v2 on candle: the BERT encoder, mean pooling over the attention mask, L2
-//! normalisation, as sentence-transformers' `Transformer → Pooling(mean) → Normalize` does.
+//! The embed example's model: `sentence-transformers/all-MiniLM-L6-v2` on candle, the BERT
+//! encoder, mean pooling over the attention mask and L2 normalisation, as sentence-transformers'
+//! `Transformer → Pooling(mean) → Normalize` does. A package of its own so that candle is built
+//! only for this example, not for every example of the repository.
 
 use std::path::{Path, PathBuf};
 
@@ -10,24 +12,24 @@ use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// The model's name in outputs.
-pub(crate) const NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
+pub const NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// The length of its vectors.
-pub(crate) const DIMENSIONS: usize = 384;
+pub const DIMENSIONS: usize = 384;
 /// Its window (sentence-transformers' `max_seq_length`): longer texts are cut to this many
 /// tokens, `[CLS]` and `[SEP]` included.
-pub(crate) const MAX_TOKENS: usize = 256;
+pub const MAX_TOKENS: usize = 256;
 /// Texts per forward pass: a job's texts are sorted by length and run in chunks of this many,
 /// so a long text pads only its neighbours in length.
 const CHUNK: usize = 32;
 
 /// `MODEL_DIR`, else where `scripts/fetch-model.sh` puts the model.
-pub(crate) fn model_dir() -> PathBuf {
+pub fn model_dir() -> PathBuf {
     std::env::var_os("MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/target/models/all-MiniLM-L6-v2"
+                "/../../target/models/all-MiniLM-L6-v2"
             )
             .into()
         })
@@ -35,17 +37,17 @@ pub(crate) fn model_dir() -> PathBuf {
 
 /// One text's embedding.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Embedding {
+pub struct Embedding {
     /// Unit length, [`DIMENSIONS`] long.
-    pub(crate) vector: Vec<f32>,
+    pub vector: Vec<f32>,
     /// Tokens the model saw, `[CLS]` and `[SEP]` included.
-    pub(crate) tokens: usize,
+    pub tokens: usize,
     /// The text was cut to [`MAX_TOKENS`].
-    pub(crate) truncated: bool,
+    pub truncated: bool,
 }
 
 /// The loaded model and its tokenizer.
-pub(crate) struct Embedder {
+pub struct Embedder {
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
@@ -62,7 +64,7 @@ impl std::fmt::Debug for Embedder {
 impl Embedder {
     /// Load the model directory of the sentence-transformers checkpoint (`config.json`,
     /// `tokenizer.json`, `model.safetensors`).
-    pub(crate) fn load(dir: &Path) -> anyhow::Result<Embedder> {
+    pub fn load(dir: &Path) -> anyhow::Result<Embedder> {
         let file = |name: &str| {
             let path = dir.join(name);
             if path.is_file() {
@@ -107,7 +109,7 @@ impl Embedder {
     }
 
     /// Embed `texts`, in order.
-    pub(crate) fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Embedding>> {
+    pub fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Embedding>> {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
         let mut out: Vec<Option<Embedding>> = vec![None; texts.len()];
