@@ -4,8 +4,8 @@
 //! `status`, `stream`, `cancel`, `retry`, `health`, `purge-queue`; the same routes without the
 //! `/v2/{endpoint_id}` prefix, as the Python SDK's local API has them) and the worker API to any
 //! number of worker processes (`job-take`, `job-take-batch`, `job-done`, `job-stream`,
-//! `job-stop`, `ping`). Workers written with this crate, or with the Python SDK, run against it
-//! unchanged: [`EmulatorHandle::worker_env`] gives the environment to start one with.
+//! `job-stop`, `ping`). Workers written with `worker-runtime`, or with the Python SDK, run
+//! against it unchanged: [`EmulatorHandle::worker_env`] gives the environment to start one with.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), runpod_emulator::Error> {
@@ -354,8 +354,8 @@ impl EmulatorHandle {
         self.local_addr
     }
 
-    /// The environment variables that make a worker (this crate's or the Python SDK's) take
-    /// jobs from this emulator as `worker_id`.
+    /// The environment variables that make a worker (one written with `worker-runtime`, or the
+    /// Python SDK's) take jobs from this emulator as `worker_id`.
     pub fn worker_env(&self, worker_id: &str) -> Vec<(String, String)> {
         let base = self.endpoint_url();
         let vars = [
