@@ -187,10 +187,10 @@ impl PlatformConfig {
             check_url(name, &template.replace("$RUNPOD_POD_ID", &worker_id))
         };
         let job_done = pod_url(required_url(env, DONE)?, DONE)?;
-        let job_stream = optional_url(env, STREAM)?
+        let job_stream = optional_url(env, STREAM)
             .map(|u| pod_url(u, STREAM))
             .transpose()?;
-        let ping = optional_url(env, PING)?
+        let ping = optional_url(env, PING)
             .map(|u| pod_url(u, PING))
             .transpose()?;
 
@@ -240,12 +240,12 @@ fn required_url(env: &impl Env, name: &str) -> Result<String, Error> {
     }
 }
 
-fn optional_url(env: &impl Env, name: &str) -> Result<Option<String>, Error> {
-    match env.var(name) {
-        // Checked as a URL once its worker id is in (`check_url`).
-        Some(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
-        _ => Ok(None),
-    }
+/// The variable's value, if set and not blank; checked as a URL once its worker id is in
+/// (`check_url`).
+fn optional_url(env: &impl Env, name: &str) -> Option<String> {
+    env.var(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 fn check_url(name: &str, url: &str) -> Result<Url, Error> {

@@ -22,7 +22,7 @@ fn model() -> Result<&'static Embedder, String> {
     static MODEL: OnceLock<Result<Embedder, String>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let dir = embed_model_dir();
+            let dir = embed::model_dir();
             if !dir.join("model.safetensors").is_file() {
                 fetch()?;
             }
@@ -30,14 +30,6 @@ fn model() -> Result<&'static Embedder, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
-}
-
-fn embed_model_dir() -> std::path::PathBuf {
-    std::env::var_os("MODEL_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/models/all-MiniLM-L6-v2")
-        })
 }
 
 /// `scripts/fetch-model.sh`; under CI a failure fails the tests instead of skipping them.
@@ -160,7 +152,7 @@ fn the_example_prints_a_unit_vector() {
     let _ = model_or_skip!();
     let out = Command::new(examples::example("embed"))
         .args(["--test_input", r#"{"input": {"text": "hello"}}"#])
-        .env("MODEL_DIR", embed_model_dir())
+        .env("MODEL_DIR", embed::model_dir())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -183,7 +175,7 @@ fn a_bad_request_says_what_to_fix() {
     let _ = model_or_skip!();
     let out = Command::new(examples::example("embed"))
         .args(["--test_input", r#"{"input": {"texts": []}}"#])
-        .env("MODEL_DIR", embed_model_dir())
+        .env("MODEL_DIR", embed::model_dir())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

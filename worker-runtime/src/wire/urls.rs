@@ -168,34 +168,36 @@ fn with_job_id(template: &Url, job_id: &str) -> Url {
 mod tests {
     use super::*;
 
-    fn url(s: &str) -> Url {
-        Url::parse(s).unwrap()
+    /// `Urls` from templates: take, done, then optionally stream and ping.
+    fn urls_of(take: &str, done: &str, stream: Option<&str>, ping: Option<&str>) -> Urls {
+        let url = |s: &str| Url::parse(s).unwrap();
+        Urls::new(url(take), url(done), stream.map(url), ping.map(url))
     }
 
     /// The templates the platform gives, with the worker id `w42` substituted (§2.1).
     fn urls() -> Urls {
-        Urls::new(
-            url("http://h/v2/ep/job-take/w42?gpu=SIM"),
-            url("http://h/v2/ep/job-done/w42/$ID?gpu=SIM"),
-            Some(url("http://h/v2/ep/job-stream/w42/$ID?gpu=SIM")),
-            Some(url("http://h/v2/ep/ping/w42?gpu=SIM")),
+        urls_of(
+            "http://h/v2/ep/job-take/w42?gpu=SIM",
+            "http://h/v2/ep/job-done/w42/$ID?gpu=SIM",
+            Some("http://h/v2/ep/job-stream/w42/$ID?gpu=SIM"),
+            Some("http://h/v2/ep/ping/w42?gpu=SIM"),
         )
     }
 
     #[test]
     fn any_https_looks_at_every_platform_url() {
         assert!(!urls().any_https());
-        let u = Urls::new(
-            url("http://h/v2/ep/job-take/w42"),
-            url("http://h/v2/ep/job-done/w42/$ID"),
+        let u = urls_of(
+            "http://h/v2/ep/job-take/w42",
+            "http://h/v2/ep/job-done/w42/$ID",
             None,
-            Some(url("HTTPS://h/v2/ep/ping/w42")),
+            Some("HTTPS://h/v2/ep/ping/w42"),
         );
         assert!(u.any_https(), "the scheme is case-insensitive");
-        let u = Urls::new(
-            url("http://h/v2/ep/job-take/w42"),
-            url("http://h/v2/ep/job-done/w42/$ID"),
-            Some(url("https://h/v2/ep/job-stream/w42/$ID")),
+        let u = urls_of(
+            "http://h/v2/ep/job-take/w42",
+            "http://h/v2/ep/job-done/w42/$ID",
+            Some("https://h/v2/ep/job-stream/w42/$ID"),
             None,
         );
         assert!(u.any_https());
@@ -225,12 +227,7 @@ mod tests {
 
     #[test]
     fn a_take_url_without_the_platform_shape_has_no_batch_or_stop_form() {
-        let u = Urls::new(
-            url("http://h/jobs/w1"),
-            url("http://h/done/$ID"),
-            None,
-            None,
-        );
+        let u = urls_of("http://h/jobs/w1", "http://h/done/$ID", None, None);
         assert_eq!(
             u.take(4, false).as_str(),
             "http://h/jobs/w1?job_in_progress=0"
@@ -240,11 +237,11 @@ mod tests {
 
     #[test]
     fn templates_without_a_query_get_one() {
-        let u = Urls::new(
-            url("http://h/job-take/w1"),
-            url("http://h/job-done/w1/$ID"),
-            Some(url("http://h/job-stream/w1/$ID")),
-            Some(url("http://h/ping/w1")),
+        let u = urls_of(
+            "http://h/job-take/w1",
+            "http://h/job-done/w1/$ID",
+            Some("http://h/job-stream/w1/$ID"),
+            Some("http://h/ping/w1"),
         );
         assert_eq!(
             u.take(1, false).as_str(),
@@ -294,12 +291,7 @@ mod tests {
             u.done("sync-0b1c-e1", false).path(),
             "/v2/ep/job-done/w42/sync-0b1c-e1"
         );
-        let q = Urls::new(
-            url("http://h/job-take/w"),
-            url("http://h/done?job=$ID"),
-            None,
-            None,
-        );
+        let q = urls_of("http://h/job-take/w", "http://h/done?job=$ID", None, None);
         assert_eq!(
             q.done("a b", false).as_str(),
             "http://h/done?job=a%20b&isStream=false"
@@ -341,11 +333,6 @@ mod tests {
     }
 
     fn urls_without_ping() -> Urls {
-        Urls::new(
-            url("http://h/job-take/w"),
-            url("http://h/job-done/w/$ID"),
-            None,
-            None,
-        )
+        urls_of("http://h/job-take/w", "http://h/job-done/w/$ID", None, None)
     }
 }
