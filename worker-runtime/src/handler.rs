@@ -154,6 +154,14 @@ impl fmt::Debug for Invocation {
 pub trait Handler: Send + Sync + 'static {
     /// Start running `job`.
     fn call(&self, job: Job) -> Invocation;
+
+    /// How many jobs the worker may hold (taken and not yet reported) when it runs
+    /// `concurrency` calls at once: `concurrency` for a handler of one job. A handler that
+    /// gathers jobs ([`Batched`](crate::Batched)) runs `concurrency` batches at once and holds
+    /// more. Asked before the first job-take and whenever a dynamic concurrency changes.
+    fn jobs_to_hold(&self, concurrency: usize) -> usize {
+        concurrency
+    }
 }
 
 /// A [`Handler`] from an async function `f(input, job) -> Result<T, E>`, where the input is

@@ -28,10 +28,14 @@
 //!
 //! Without the macros, build a [`Handler`] with [`handler_fn`] and call [`run`].
 //!
+//! `#[worker::handler(batch = 32)]` on a handler taking `Vec<Input>` gathers jobs that arrive
+//! together into one call ([`Batched`]), each job keeping its own result.
+//!
 //! Opt-in features: `storage` ([`storage`]: upload large outputs and files to S3-compatible
 //! storage and return presigned URLs) and `download` ([`download`], `Job::download`: URL
 //! inputs into a per-job temporary directory, with the Python SDK's SSRF rules).
 
+mod batch;
 mod client;
 mod config;
 mod control;
@@ -62,6 +66,10 @@ mod wire;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use batch::{
+    Batch, BatchFn, BatchHandler, BatchInvocation, BatchOutcome, Batched, DEFAULT_BATCH_WAIT,
+    batch_fn,
+};
 pub use error::{Error, ErrorKind};
 pub use handler::{Handler, HandlerFn, Invocation, Outcome, handler_fn};
 pub use job::Job;

@@ -1,5 +1,6 @@
-//! Local test mode: run one job from `--test_input`, `./test_input.json` or the test input
-//! embedded at build time, through the same handler path as production, and print the result.
+//! Local test mode: run the job (or the list of jobs) from `--test_input`, `./test_input.json` or
+//! the test input embedded at build time, through the same handler path as production, and
+//! print each result.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -22,11 +23,11 @@ pub(crate) struct EmbeddedTestInput {
     pub(crate) contents: &'static str,
 }
 
-/// Where the test job comes from, in order of precedence.
-pub(crate) fn read_test_job(
+/// Where the test job(s) come from, in order of precedence.
+pub(crate) fn read_test_jobs(
     flag: Option<String>,
     embedded: Option<EmbeddedTestInput>,
-) -> Result<Job, Error> {
+) -> Result<Vec<Job>, Error> {
     let (source, text) = if let Some(text) = flag {
         ("--test_input".to_owned(), text)
     } else if let Ok(text) = std::fs::read_to_string("test_input.json") {
@@ -43,17 +44,43 @@ pub(crate) fn read_test_job(
              (or set RUNPOD_WEBHOOK_GET_JOB to take jobs from the platform)",
         ));
     };
-    tracing::info!("local test mode: running the job from {source}");
-    parse_test_job(&source, &text)
+    let jobs = parse_test_jobs(&source, &text)?;
+    match jobs.len() {
+        1 => tracing::info!("local test mode: running the job from {source}"),
+        n => tracing::info!("local test mode: running the {n} jobs from {source} at once"),
+    }
+    Ok(jobs)
 }
 
-fn parse_test_job(source: &str, text: &str) -> Result<Job, Error> {
+/// One job (`{"input": …}`) or a list of them (`[{"input": …}, …]`, ids `local_test_1`, …).
+fn parse_test_jobs(source: &str, text: &str) -> Result<Vec<Job>, Error> {
     let bad = |message: String| Error::new(ErrorKind::TestInput, message);
-    let mut value: Value =
+    let value: Value =
         serde_json::from_str(text).map_err(|e| bad(format!("{source} is not valid JSON: {e}")))?;
+    match value {
+        Value::Array(items) if items.is_empty() => Err(bad(format!(
+            "{source} is an empty list: give one job {{\"input\": {{...}}}} or a list of them"
+        ))),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                parse_test_job(
+                    &format!("{source}[{i}]"),
+                    item,
+                    &format!("local_test_{}", i + 1),
+                )
+            })
+            .collect(),
+        value => Ok(vec![parse_test_job(source, value, "local_test")?]),
+    }
+}
+
+fn parse_test_job(source: &str, mut value: Value, default_id: &str) -> Result<Job, Error> {
+    let bad = |message: String| Error::new(ErrorKind::TestInput, message);
     let Some(object) = value.as_object_mut() else {
         return Err(bad(format!(
-            "{source} must be a JSON object like {{\"input\": {{...}}}}"
+            "{source} must be a JSON object like {{\"input\": {{...}}}} (or a list of them)"
         )));
     };
     match object.get("input") {
@@ -66,14 +93,83 @@ fn parse_test_job(source: &str, text: &str) -> Result<Job, Error> {
     }
     object
         .entry("id")
-        .or_insert_with(|| Value::String("local_test".into()));
+        .or_insert_with(|| Value::String(default_id.into()));
     Job::parse(value).map_err(|why| bad(format!("{source}: {why}")))
 }
 
-/// Run the test job and print the job-done body to stdout. Exit 0 on success, 1 on failure.
-/// Progress updates and stream chunks are logged as they happen; a streaming job's result
-/// holds every item.
-pub(crate) async fn run_one<H: Handler>(handler: &H, job: Job, limits: Limits) -> ExitCode {
+/// Run the test jobs and print each job-done body to stdout, one line per job in the order
+/// given. Exit 0 when every job succeeded, 1 otherwise. A list runs at once, as many jobs as the
+/// worker would hold (a batching handler gathers them into batches). Progress updates and
+/// stream chunks are logged as they happen; a streaming job's result holds every item.
+pub(crate) async fn run_jobs<H: Handler>(
+    handler: &H,
+    jobs: Vec<Job>,
+    concurrency: usize,
+    limits: Limits,
+) -> ExitCode {
+    let slots = tokio::sync::Semaphore::new(handler.jobs_to_hold(concurrency).max(1));
+    let runs = jobs.into_iter().map(|job| {
+        let slots = &slots;
+        async move {
+            let _slot = slots.acquire().await;
+            run_one(handler, job, limits).await
+        }
+    });
+    let ended = join_all(runs).await;
+    let mut failed = false;
+    let mut stdout = std::io::stdout().lock();
+    for (id, outcome, body) in ended {
+        let _ = stdout.write_all(&body);
+        let _ = stdout.write_all(b"\n");
+        match outcome.failure() {
+            None => tracing::info!("Job {id} completed successfully."),
+            Some(failure) => {
+                failed = true;
+                tracing::error!("Job {id} failed: {failure}\n{}", failure.traceback());
+            }
+        }
+    }
+    let _ = stdout.flush();
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Run every future at once on this task; the outputs in the futures' order.
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// One job: its id, outcome and job-done body.
+async fn run_one<H: Handler>(
+    handler: &H,
+    job: Job,
+    limits: Limits,
+) -> (String, crate::handler::Outcome, Vec<u8>) {
     let id = job.id().to_owned();
     let span = job_span(&job);
     job.control()
@@ -95,20 +191,7 @@ pub(crate) async fn run_one<H: Handler>(handler: &H, job: Job, limits: Limits) -
         ("local", "local"),
         limits.max_output_bytes,
     );
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(&body);
-    let _ = stdout.write_all(b"\n");
-    let _ = stdout.flush();
-    match outcome.failure() {
-        None => {
-            tracing::info!("Job {id} completed successfully.");
-            ExitCode::SUCCESS
-        }
-        Some(failure) => {
-            tracing::error!("Job {id} failed: {failure}\n{}", failure.traceback());
-            ExitCode::FAILURE
-        }
-    }
+    (id, outcome, body)
 }
 
 /// Local test mode's stand-in for the platform: progress and chunks go to the log.
@@ -132,18 +215,32 @@ mod tests {
 
     #[test]
     fn test_inputs() {
-        let job = parse_test_job("t", r#"{"input": {"a": 1}}"#).unwrap();
-        assert_eq!(job.id(), "local_test");
-        let job = parse_test_job("t", r#"{"id": "mine", "input": 3}"#).unwrap();
-        assert_eq!(job.id(), "mine");
-        let err = |text: &str| parse_test_job("t", text).unwrap_err().to_string();
+        let one = |text: &str| {
+            let mut jobs = parse_test_jobs("t", text).unwrap();
+            assert_eq!(jobs.len(), 1);
+            jobs.remove(0)
+        };
+        assert_eq!(one(r#"{"input": {"a": 1}}"#).id(), "local_test");
+        assert_eq!(one(r#"{"id": "mine", "input": 3}"#).id(), "mine");
+        let err = |text: &str| parse_test_jobs("t", text).unwrap_err().to_string();
         assert!(err("{").starts_with("t is not valid JSON"));
-        assert!(err("[1]").starts_with("t must be a JSON object"));
+        assert!(err("1").starts_with("t must be a JSON object"));
         assert!(err(r#"{"prompt": 1}"#).starts_with("t has no `input`"));
         assert!(err(r#"{"input": null}"#).starts_with("t has no `input`"));
         assert_eq!(
             err(r#"{"id": 4, "input": 1}"#),
             "t: the job's `id` is not a string"
         );
+    }
+
+    #[test]
+    fn a_list_of_test_jobs() {
+        let jobs = parse_test_jobs("t", r#"[{"input": 1}, {"id": "b", "input": 2}]"#).unwrap();
+        let ids: Vec<&str> = jobs.iter().map(Job::id).collect();
+        assert_eq!(ids, ["local_test_1", "b"]);
+        let err = |text: &str| parse_test_jobs("t", text).unwrap_err().to_string();
+        assert!(err("[]").starts_with("t is an empty list"));
+        assert!(err(r#"[{"input": 1}, 2]"#).starts_with("t[1] must be a JSON object"));
+        assert!(err(r#"[{"input": 1}, {}]"#).starts_with("t[1] has no `input`"));
     }
 }

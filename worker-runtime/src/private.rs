@@ -13,6 +13,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::batch::{Batch, BatchHandler, BatchInvocation, Batched};
 pub use crate::handler::{Handler, Invocation, Outcome};
 pub use crate::job::Job;
 pub use crate::report::Failure;
@@ -39,6 +40,28 @@ pub fn output<T: Serialize>(value: T) -> Outcome {
 /// The outcome of a streaming handler that finished: its items were the output.
 pub fn stream_end<T: StreamEnd>(_: T) -> Outcome {
     Outcome::output(&())
+}
+
+/// What a batch handler returns (after its `Result`, if any): one output per input.
+#[diagnostic::on_unimplemented(
+    message = "a batch handler returns one output per input, not `{Self}`",
+    label = "return `Vec<Output>`, `Vec<Result<Output, E>>` or `Result<Vec<Output>, E>`",
+    note = "the outputs are in the inputs' order: the first is the first job's result, and so on"
+)]
+pub trait BatchOutputs {
+    type Item;
+    fn into_outputs(self) -> Vec<Self::Item>;
+}
+impl<T> BatchOutputs for Vec<T> {
+    type Item = T;
+    fn into_outputs(self) -> Vec<T> {
+        self
+    }
+}
+
+/// A batch handler's outputs, one per job.
+pub fn batch_outputs<B: BatchOutputs>(outputs: B) -> Vec<B::Item> {
+    outputs.into_outputs()
 }
 
 /// What a streaming handler returns: nothing, since its items are its output.

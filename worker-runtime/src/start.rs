@@ -221,8 +221,12 @@ impl Started {
     async fn run<H: Handler>(self, handler: H, settings: Settings) -> ExitCode {
         match self.mode {
             Mode::LocalTest { test_input } => {
-                match local::read_test_job(test_input, settings.test_input) {
-                    Ok(job) => local::run_one(&handler, job, self.limits).await,
+                let concurrency = match settings.concurrency {
+                    Concurrency::Fixed(n) => n.max(1),
+                    Concurrency::Dynamic(modifier) => modifier(1).max(1),
+                };
+                match local::read_test_jobs(test_input, settings.test_input) {
+                    Ok(jobs) => local::run_jobs(&handler, jobs, concurrency, self.limits).await,
                     Err(e) => fail("test input", &e),
                 }
             }

@@ -190,3 +190,35 @@ fn a_bad_request_says_what_to_fix() {
         "{report}"
     );
 }
+
+/// A list of jobs in local test mode runs as one batch: each job gets its own vectors (the same
+/// as alone), and a bad request fails only its own job.
+#[test]
+fn a_batch_of_jobs_gives_each_its_own_vectors() {
+    let _ = model_or_skip!();
+    let jobs = serde_json::json!([
+        {"input": {"text": "hello"}},
+        {"input": {"texts": []}},
+        {"input": {"texts": ["a cat sat on the mat", "hello"]}},
+    ]);
+    let out = Command::new(examples::example("embed"))
+        .args(["--test_input", &jobs.to_string()])
+        .env("MODEL_DIR", embed::model_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "one job failed\n{stderr}");
+    assert!(stderr.contains("running the 3 jobs"), "{stderr}");
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 3);
+    let vector = |v: &serde_json::Value| -> Vec<f32> { serde_json::from_value(v.clone()).unwrap() };
+    let hello = vector(&results[0]["output"]["embedding"]);
+    assert!(results[1]["error"].as_str().unwrap().contains("empty list"));
+    let many = &results[2]["output"];
+    assert_eq!(many["tokens"][1], 3);
+    assert!(cosine(&hello, &vector(&many["embeddings"][1])) > 0.99999);
+    assert!(cosine(&hello, &vector(&many["embeddings"][0])) < 0.9);
+}

@@ -54,7 +54,9 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     // The input's `DeserializeOwned` bound, reported on the input type. Both uses are in the
     // same function with the same span, so the compiler reports the failure once.
     let input_ty = &roles.input.ty;
-    let input_check = quote!(#private::assert_input::<#input_ty>(););
+    // A batch handler's `Vec<T>` holds one job's input `T` per job: `T` is deserialized.
+    let job_input_ty = roles.batch.as_ref().map_or(input_ty, |b| b.element);
+    let input_check = quote!(#private::assert_input::<#job_input_ty>(););
     let deserialize = quote!(#private::deserialize_input::<#input_ty>(&__worker_job));
 
     // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check
@@ -85,6 +87,26 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         ),
     };
 
+    // A batch handler is wrapped in the runtime's gathering handler.
+    let make_handler = match &roles.batch {
+        Some(batch) => {
+            let size = LitInt::new(&batch.size.0.to_string(), batch.size.1);
+            let mut batched = quote!(#private::Batched::new(__worker_handler, #size));
+            if let Some((micros, span)) = batch.wait_micros {
+                let micros = LitInt::new(&micros.to_string(), span);
+                batched = quote!(#batched.wait(::core::time::Duration::from_micros(#micros)));
+            }
+            quote! {
+                |__worker_state| {
+                    let __worker_make = #make_handler;
+                    let __worker_handler = __worker_make(__worker_state)?;
+                    ::core::result::Result::Ok(#batched)
+                }
+            }
+        }
+        None => make_handler,
+    };
+
     // The call, with arguments in the user's order, located at the function's name.
     let args = handler.params.iter().map(|p| match p.kind {
         ParamKind::Input => quote!(__worker_input),
@@ -93,6 +115,8 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         ParamKind::Context { by_ref: false, .. } => quote!(__worker_job),
         ParamKind::Stream { by_ref: true, .. } => quote!(&__worker_stream),
         ParamKind::Stream { by_ref: false, .. } => quote!(__worker_stream),
+        ParamKind::Jobs { by_ref: true } => quote!(&__worker_jobs),
+        ParamKind::Jobs { by_ref: false } => quote!(__worker_jobs),
     });
     // The stream sender is made before the job can be moved into the call.
     let make_stream = if roles.streams {
@@ -125,6 +149,79 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             ::core::result::Result::Err(__worker_error) => #private::Outcome::failed(#failure),
         }
     };
+    let handler_impl = match &roles.batch {
+        Some(batch) => {
+            let element = batch.element;
+            let outputs = call_at(
+                &private,
+                "batch_outputs",
+                quote!(__worker_outputs),
+                ret_span,
+            );
+            let item_output = call_at(&private, "output", quote!(__worker_output), ret_span);
+            let item_failure = failure_of(&private, quote!(__worker_error), ret_span);
+            let batch_failure = failure_of(&private, quote!(__worker_error), ret_span);
+            let outcome = quote! {
+                match (&__worker_ret).__worker_kind().split(__worker_ret) {
+                    ::core::result::Result::Ok(__worker_outputs) => {
+                        let mut __worker_outcomes = ::std::vec::Vec::new();
+                        for __worker_item in #outputs {
+                            __worker_outcomes.push(
+                                match (&__worker_item).__worker_kind().split(__worker_item) {
+                                    ::core::result::Result::Ok(__worker_output) => #item_output,
+                                    ::core::result::Result::Err(__worker_error) => {
+                                        #private::Outcome::failed(#item_failure)
+                                    }
+                                },
+                            );
+                        }
+                        ::core::result::Result::Ok(__worker_outcomes)
+                    }
+                    ::core::result::Result::Err(__worker_error) => {
+                        ::core::result::Result::Err(#batch_failure)
+                    }
+                }
+            };
+            let invocation = if sig.asyncness.is_some() {
+                let assert_send = quote_spanned!(name.span()=> assert_send);
+                let future = parens_at(call.clone(), name.span());
+                quote! {
+                    #private::BatchInvocation::new(async move {
+                        let __worker_ret = #private::#assert_send #future.await;
+                        #outcome
+                    })
+                }
+            } else {
+                // A sync batch handler (a model's forward pass) runs on a blocking thread.
+                quote! {
+                    #private::BatchInvocation::blocking(move || {
+                        let __worker_ret = #call;
+                        #outcome
+                    })
+                }
+            };
+            let kinds = kind_imports(&private);
+            quote! {
+                impl #private::BatchHandler for #adapter {
+                    type Input = #element;
+
+                    // The value checks wrap user-located expressions in `{ … }`.
+                    #[allow(unused_braces)]
+                    fn call(
+                        &self,
+                        __worker_batch: #private::Batch<#element>,
+                    ) -> #private::BatchInvocation {
+                        #kinds
+                        #input_check
+                        let (__worker_input, __worker_jobs) = __worker_batch.into_parts();
+                        #take_state
+                        #invocation
+                    }
+                }
+            }
+        }
+        None => quote!(),
+    };
     let invocation = if sig.asyncness.is_some() {
         // `Send` is checked on the handler's own future, so the error names the function and
         // points at what is held across an `.await`.
@@ -148,7 +245,29 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         }
     };
 
-    let kinds = kind_imports(&private);
+    let handler_impl = if roles.batch.is_some() {
+        handler_impl
+    } else {
+        let kinds = kind_imports(&private);
+        quote! {
+            impl #private::Handler for #adapter {
+                // The value checks wrap user-located expressions in `{ … }`.
+                #[allow(unused_braces)]
+                fn call(&self, __worker_job: #private::Job) -> #private::Invocation {
+                    #kinds
+                    #input_check
+                    let __worker_input: #input_ty = match #deserialize {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(failure) => {
+                            return #private::Invocation::ready(#private::Outcome::failed(failure));
+                        }
+                    };
+                    #take_state
+                    #invocation
+                }
+            }
+        }
+    };
     let (entry, vis) = if options.main {
         (Ident::new("main", Span::call_site()), quote!())
     } else {
@@ -166,22 +285,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             #[allow(non_camel_case_types)]
             struct __WorkerHandler #state_field
 
-            impl #private::Handler for #adapter {
-                // The value checks wrap user-located expressions in `{ … }`.
-                #[allow(unused_braces)]
-                fn call(&self, __worker_job: #private::Job) -> #private::Invocation {
-                    #kinds
-                    #input_check
-                    let __worker_input: #input_ty = match #deserialize {
-                        ::core::result::Result::Ok(value) => value,
-                        ::core::result::Result::Err(failure) => {
-                            return #private::Invocation::ready(#private::Outcome::failed(failure));
-                        }
-                    };
-                    #take_state
-                    #invocation
-                }
-            }
+            #handler_impl
 
             #state_check
             #private::main::<#init, _>(#settings, #make_handler)

@@ -12,6 +12,8 @@ pub(crate) const MACRO: &str = "#[worker::handler]";
 /// The arguments `#[worker::handler(…)]` accepts.
 pub(crate) const ARGS: &[(&str, Kind)] = &[
     ("concurrency", Kind::IntOrPath("4")),
+    ("batch", Kind::Int("32")),
+    ("batch_wait", Kind::Str("10ms")),
     ("main", Kind::Bool),
     ("refresh_worker", Kind::Flag),
     ("return_aggregate_stream", Kind::Flag),
@@ -25,6 +27,10 @@ pub(crate) struct Options {
     pub(crate) concurrency: Option<(u64, Span)>,
     /// `concurrency = path`: a `fn(usize) -> usize` asked for the concurrency as the worker runs.
     pub(crate) concurrency_modifier: Option<syn::ExprPath>,
+    /// `batch = N`: the handler takes up to N jobs' inputs at once.
+    pub(crate) batch: Option<(u64, Span)>,
+    /// `batch_wait = "5ms"`: how long a batch waits for more jobs after its first.
+    pub(crate) batch_wait: Option<(String, Span)>,
     /// `refresh_worker`: every job asks the platform for a fresh worker.
     pub(crate) refresh_worker: bool,
     /// `return_aggregate_stream`: a streaming job's final output is every item.
@@ -42,6 +48,8 @@ impl Default for Options {
         Options {
             concurrency: None,
             concurrency_modifier: None,
+            batch: None,
+            batch_wait: None,
             refresh_worker: false,
             aggregate_stream: None,
             main: true,
@@ -73,6 +81,8 @@ pub(crate) enum ParamKind {
         /// `&T` as written; `T` is its `elem`.
         reference: Box<syn::TypeReference>,
     },
+    /// `&[Job]` or `Vec<Job>`: the jobs of a batch, in the inputs' order.
+    Jobs { by_ref: bool },
     /// `Job` or `&Job` (or `&mut Job`, an error): the job context.
     Context {
         by_ref: bool,
@@ -104,6 +114,12 @@ pub(crate) fn options(attr: TokenStream, errors: &mut Errors) -> Options {
         Some(Value::Int(n, span)) => options.concurrency = Some((*n, *span)),
         Some(Value::Path(path)) => options.concurrency_modifier = Some(path.clone()),
         _ => {}
+    }
+    if let Some(Value::Int(n, span)) = args.get("batch") {
+        options.batch = Some((*n, *span));
+    }
+    if let Some(Value::Str(wait, span)) = args.get("batch_wait") {
+        options.batch_wait = Some((wait.clone(), *span));
     }
     if let Some(Value::Bool(on)) = args.get("refresh_worker") {
         options.refresh_worker = *on;
@@ -145,10 +161,14 @@ pub(crate) fn handler(item: TokenStream) -> syn::Result<Handler> {
     Ok(Handler { item, params })
 }
 
-/// The parameter rule: `Job`/`&Job` is the context, any other `&T` the state, anything else the
-/// input.
+/// The parameter rule: `Job`/`&Job` is the context (`&[Job]`/`Vec<Job>` a batch's), any other
+/// `&T` the state, anything else the input.
 pub(crate) fn classify(ty: &Type) -> ParamKind {
     match strip(ty) {
+        Type::Reference(r) if r.mutability.is_none() && is_job_slice(&r.elem) => {
+            ParamKind::Jobs { by_ref: true }
+        }
+        t if vec_element(t).is_some_and(is_job) => ParamKind::Jobs { by_ref: false },
         Type::Reference(r) if is_stream(&r.elem) => ParamKind::Stream {
             by_ref: true,
             mutable: r.mutability,
@@ -184,6 +204,29 @@ fn is_stream(ty: &Type) -> bool {
     }
 }
 
+/// `[Job]`.
+fn is_job_slice(ty: &Type) -> bool {
+    matches!(strip(ty), Type::Slice(s) if is_job(&s.elem))
+}
+
+/// `T` of a `Vec<T>` (`Vec`, `std::vec::Vec`, `alloc::vec::Vec`), written as such.
+pub(crate) fn vec_element(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = strip(ty) else {
+        return None;
+    };
+    let last = p.path.segments.last().filter(|_| p.qself.is_none())?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().collect::<Vec<_>>().as_slice() {
+        [syn::GenericArgument::Type(t)] => Some(t),
+        _ => None,
+    }
+}
+
 /// A path whose last segment is `Job` (`Job`, `worker::Job`, `::my_worker::Job`).
 fn is_job(ty: &Type) -> bool {
     match strip(ty) {
@@ -213,6 +256,8 @@ mod tests {
                 ParamKind::Context { by_ref: false, .. } => "job",
                 ParamKind::Stream { by_ref: true, .. } => "&stream",
                 ParamKind::Stream { by_ref: false, .. } => "stream",
+                ParamKind::Jobs { by_ref: true } => "&jobs",
+                ParamKind::Jobs { by_ref: false } => "jobs",
             })
             .collect()
     }
@@ -248,6 +293,18 @@ mod tests {
                 fn f(s: &StreamSender<u8>, x: u8) {}
             )),
             ["&stream", "input"]
+        );
+        assert_eq!(
+            kinds(quote!(
+                fn f(x: Vec<Prompt>, j: &[worker::Job], m: &M) {}
+            )),
+            ["input", "&jobs", "state"]
+        );
+        assert_eq!(
+            kinds(quote!(
+                fn f(j: Vec<Job>, x: Vec<u8>) {}
+            )),
+            ["jobs", "input"]
         );
         // `Job<T>` is not the context type.
         assert_eq!(

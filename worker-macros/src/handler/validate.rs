@@ -4,7 +4,7 @@
 use quote::ToTokens;
 use syn::Type;
 
-use super::parse::{Handler, Options, Param, ParamKind};
+use super::parse::{Handler, Options, Param, ParamKind, vec_element};
 use crate::errors::Errors;
 use crate::signature::{check_common, is_impl_trait};
 
@@ -16,6 +16,32 @@ pub(crate) struct Roles<'a> {
     pub(crate) state: Option<&'a Type>,
     /// The handler streams (it takes a `StreamSender<T>`).
     pub(crate) streams: bool,
+    /// `batch = N`: the batch shape, and `T` of the `Vec<T>` input.
+    pub(crate) batch: Option<BatchRole<'a>>,
+}
+
+/// What a batch handler's expansion needs.
+pub(crate) struct BatchRole<'a> {
+    /// One job's input type: `T` of the `Vec<T>` parameter.
+    pub(crate) element: &'a Type,
+    pub(crate) size: (u64, proc_macro2::Span),
+    /// `batch_wait`, in microseconds, where it was written.
+    pub(crate) wait_micros: Option<(u64, proc_macro2::Span)>,
+}
+
+/// `"5ms"`, `"500us"` (or `"500µs"`), `"1s"`: a whole number and a unit, in microseconds.
+fn parse_wait(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "us" | "µs" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        _ => return None,
+    };
+    number.checked_mul(scale)
 }
 
 pub(crate) fn validate<'a>(
@@ -62,6 +88,35 @@ pub(crate) fn validate<'a>(
         ));
     }
 
+    let batching = options.batch.is_some();
+    if let Some((0, span)) = options.batch {
+        errors.push(syn::Error::new(
+            span,
+            "`batch` must be at least 1 (the most jobs one call of the handler takes), e.g. \
+             `batch = 32`",
+        ));
+    }
+    let mut wait_micros = None;
+    if let Some((text, span)) = &options.batch_wait {
+        if !batching {
+            errors.push(syn::Error::new(
+                *span,
+                "`batch_wait` is for batch handlers: add `batch = 32` (and take `Vec<Input>`), or \
+                 remove this argument",
+            ));
+        }
+        match parse_wait(text) {
+            Some(micros) => wait_micros = Some((micros, *span)),
+            None => errors.push(syn::Error::new(
+                *span,
+                format!(
+                    "`batch_wait = \"{text}\"` is not a duration: write a whole number and a unit, \
+                     e.g. `batch_wait = \"5ms\"`, `\"500us\"` or `\"1s\"`"
+                ),
+            )),
+        }
+    }
+
     let mut inputs = Vec::new();
     let mut states = Vec::new();
     let mut contexts = Vec::new();
@@ -81,7 +136,25 @@ pub(crate) fn validate<'a>(
                 }
                 states.push(param);
             }
+            ParamKind::Jobs { .. } => {
+                if !batching {
+                    errors.push(syn::Error::new_spanned(
+                        &param.ty,
+                        "a list of jobs is the context of a batch handler: add `batch = 32` to \
+                         `#[worker::handler]` (and take the inputs as `Vec<Input>`), or take this \
+                         job's context as `&Job`",
+                    ));
+                }
+                contexts.push(param);
+            }
             ParamKind::Context { mutable, .. } => {
+                if batching {
+                    errors.push(syn::Error::new_spanned(
+                        &param.ty,
+                        "a batch handler runs several jobs in one call: take their contexts as \
+                         `jobs: &[Job]` (in the inputs' order), not one `Job`",
+                    ));
+                }
                 if let Some(m) = mutable {
                     errors.push(syn::Error::new(
                         m.span,
@@ -91,6 +164,14 @@ pub(crate) fn validate<'a>(
                 contexts.push(param);
             }
             ParamKind::Stream { mutable, .. } => {
+                if batching {
+                    errors.push(syn::Error::new_spanned(
+                        &param.ty,
+                        "a batch handler cannot stream: its jobs end together with one output \
+                         each; remove `batch` to stream each job's items, or drop this parameter \
+                         and return the outputs",
+                    ));
+                }
                 if let Some(m) = mutable {
                     errors.push(syn::Error::new(
                         m.span,
@@ -142,7 +223,8 @@ pub(crate) fn validate<'a>(
     for p in contexts.iter().skip(1) {
         errors.push(syn::Error::new_spanned(
             &p.ty,
-            "a handler takes at most one job context parameter (`&Job` or `Job`); remove this one",
+            "a handler takes at most one job context parameter (`&Job` or `Job`, `&[Job]` for a \
+             batch); remove this one",
         ));
     }
 
@@ -160,8 +242,30 @@ pub(crate) fn validate<'a>(
              worker::StreamSender<T>` parameter, or remove this argument",
         ));
     }
+    let mut batch = None;
+    if let (Some(size), Some(input)) = (options.batch, inputs.first()) {
+        match vec_element(&input.ty) {
+            Some(element) => {
+                batch = Some(BatchRole {
+                    element,
+                    size,
+                    wait_micros,
+                })
+            }
+            None => errors.push(syn::Error::new_spanned(
+                &input.ty,
+                format!(
+                    "with `batch`, the handler takes the inputs of a batch of jobs: write the \
+                     input parameter as `Vec<{0}>` (one `{0}` per job) and return one output per \
+                     input",
+                    input.ty.to_token_stream()
+                ),
+            )),
+        }
+    }
     match (inputs.first(), errors.is_empty()) {
         (Some(input), true) => Some(Roles {
+            batch,
             input,
             state: states.first().and_then(|p| match &p.kind {
                 ParamKind::State { reference } => Some(&*reference.elem),
@@ -268,6 +372,57 @@ mod tests {
         assert!(e[4].contains("cannot be named `main`"));
         assert!(e[5].contains("at least 1"));
         assert!(e[6].contains("replace `impl Trait`"));
+    }
+
+    #[test]
+    fn batch_rules() {
+        assert!(
+            errors(
+                quote!(batch = 32, batch_wait = "5ms"),
+                quote!(
+                    fn f(inputs: Vec<In>, jobs: &[Job], s: &S) -> Vec<Out> {}
+                )
+            )
+            .is_empty()
+        );
+        let e = errors(
+            quote!(batch = 0, batch_wait = "soon"),
+            quote!(
+                fn f(input: In, job: &Job, s: StreamSender<u8>) {}
+            ),
+        );
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e[0].contains("`batch` must be at least 1"));
+        assert!(e[1].contains("is not a duration"));
+        assert!(e[2].contains("take their contexts as `jobs: &[Job]`"));
+        assert!(e[3].contains("a batch handler cannot stream"));
+        assert!(
+            e[4].contains("write the input parameter as `Vec<In>`"),
+            "{}",
+            e[4]
+        );
+        let e = errors(
+            quote!(batch_wait = "5ms"),
+            quote!(
+                fn f(input: In, jobs: &[Job]) {}
+            ),
+        );
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e[0].starts_with("`batch_wait` is for batch handlers"));
+        assert!(e[1].starts_with("a list of jobs is the context of a batch handler"));
+    }
+
+    #[test]
+    fn waits() {
+        assert_eq!(parse_wait("5ms"), Some(5_000));
+        assert_eq!(parse_wait("500us"), Some(500));
+        assert_eq!(parse_wait("500µs"), Some(500));
+        assert_eq!(parse_wait("2s"), Some(2_000_000));
+        assert_eq!(parse_wait("0ms"), Some(0));
+        assert_eq!(parse_wait("5"), None);
+        assert_eq!(parse_wait("ms"), None);
+        assert_eq!(parse_wait("1.5ms"), None);
+        assert_eq!(parse_wait("5 minutes"), None);
     }
 
     #[test]

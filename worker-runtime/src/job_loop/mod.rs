@@ -93,6 +93,8 @@ pub(crate) async fn run<H: Handler>(
         Concurrency::Fixed(n) => (n.max(1), None),
         Concurrency::Dynamic(f) => (f(1).max(1), Some(f)),
     };
+    // The slots count jobs held; a batching handler holds several per unit of concurrency.
+    let held = handler.jobs_to_hold(current).max(1);
     let shared = Arc::new(Shared {
         handler,
         cfg,
@@ -104,21 +106,28 @@ pub(crate) async fn run<H: Handler>(
         limits,
         stop_taking,
         shutdown: shutdown.clone(),
-        posting: Arc::new(Semaphore::new(current.max(8))),
+        posting: Arc::new(Semaphore::new(held.max(8))),
     });
-    let mut slots = Slots::new(current);
+    let mut slots = Slots::new(held);
     let mut tasks = JoinSet::new();
     let mut backoff = Backoff::new();
-    tracing::info!(
-        "worker {} started: taking jobs with concurrency {current}",
-        shared.cfg.worker_id
-    );
+    if held == current {
+        tracing::info!(
+            "worker {} started: taking jobs with concurrency {current}",
+            shared.cfg.worker_id
+        );
+    } else {
+        tracing::info!(
+            "worker {} started: taking jobs with concurrency {current}, holding up to {held} jobs",
+            shared.cfg.worker_id
+        );
+    }
     let stops = tokio::spawn(watch_stops(shared.clone(), shutdown.clone()));
 
     'taking: loop {
         if let Some(modifier) = modifier {
             current = modifier(current).max(1);
-            slots.resize(current);
+            slots.resize(shared.handler.jobs_to_hold(current));
         }
         // Wait for a free slot, then claim every other free one: that many jobs are asked for.
         // A dynamic concurrency is re-read while waiting, so a raise applies at once.
@@ -141,7 +150,7 @@ pub(crate) async fn run<H: Handler>(
                 () = recheck => {
                     if let Some(modifier) = modifier {
                         current = modifier(current).max(1);
-                        slots.resize(current);
+                        slots.resize(shared.handler.jobs_to_hold(current));
                     }
                 }
             }
