@@ -3,6 +3,8 @@
 //! `Transformer → Pooling(mean) → Normalize` does. A package of its own so that candle is built
 //! only for this example, not for every example of the repository.
 
+pub mod api;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
