@@ -615,3 +615,36 @@ fn local_mode_runs_hello_and_model() {
         "the cause chain is logged: {stderr}"
     );
 }
+
+/// A 3 MB string where a number is expected fails the job with a short report that says how
+/// long the value was, not a report holding the value twice; through the platform it is an
+/// input error, never "output too large".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_bad_value_makes_a_short_error_report() {
+    let huge = "7".repeat(3_000_000);
+    let input = json!({"input": {"add": {"a": huge, "b": 1}}}).to_string();
+    let (code, stdout, stderr) = run_local(&fixture(), &[], &[], &[("test_input.json", &input)]);
+    assert_eq!(code, 1);
+    assert!(stdout.len() < 4_000, "a {} byte report", stdout.len());
+    assert!(stderr.len() < 8_000, "{} bytes of log", stderr.len());
+    let report = error_report(&serde_json::from_str(stdout.trim()).unwrap());
+    let message = report["error_message"].as_str().unwrap();
+    assert!(
+        message.starts_with("input.add.a: invalid type: string \"777")
+            && message.contains("…\" (3000000 characters), expected i64"),
+        "{message}"
+    );
+
+    // Through the emulator, with a result limit below the value's size.
+    let platform = Platform::start().await;
+    let _worker = WorkerProcess::spawn(
+        &fixture(),
+        &env_with(&platform, &[("WORKER_MAX_OUTPUT_BYTES", "1000000")]),
+        &[],
+    );
+    let id = platform.submit(serde_json::from_str(&input).unwrap()).await;
+    let status = platform.finished(&id, LONG).await;
+    assert_eq!(status["status"], "FAILED");
+    let report: Value = serde_json::from_str(status["error"].as_str().unwrap()).unwrap();
+    assert_eq!(report["error_type"], "InvalidInput", "{report}");
+}

@@ -18,6 +18,10 @@ struct Served {
 
 impl Served {
     async fn start(name: &str, env: &[(&str, &str)]) -> Served {
+        Served::start_binary(&example(name), env).await
+    }
+
+    async fn start_binary(binary: &std::path::Path, env: &[(&str, &str)]) -> Served {
         // The workspace's reqwest has no built-in TLS provider; the worker installs ring's.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -25,7 +29,7 @@ impl Served {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(example(name))
+        let child = Command::new(binary)
             .args(["--rp_serve_api", "--rp_api_port", &port.to_string()])
             .env_remove("RUNPOD_WEBHOOK_GET_JOB")
             .envs(env.iter().copied())
@@ -148,4 +152,27 @@ async fn hello_reports_progress_while_it_works() {
     );
     let health = served.call(reqwest::Method::GET, "health", None).await;
     assert_eq!(health["jobs"]["completed"], 1, "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_the_local_api_serving() {
+    let served = Served::start_binary(&support::fixture(), &[]).await;
+    let refreshed = served
+        .call(
+            reqwest::Method::POST,
+            "runsync",
+            Some(json!({"input": {"refresh": {"value": 1}}})),
+        )
+        .await;
+    assert_eq!(refreshed["status"], "COMPLETED", "{refreshed}");
+    for value in 2..4 {
+        let done = served
+            .call(
+                reqwest::Method::POST,
+                "runsync",
+                Some(json!({"input": {"echo": {"value": value}}})),
+            )
+            .await;
+        assert_eq!(done["output"], value, "a job after the refresh: {done}");
+    }
 }

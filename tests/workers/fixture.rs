@@ -30,6 +30,8 @@ enum Action {
     Nan,
     /// Return a map with non-string keys, which JSON cannot carry.
     Unserializable,
+    /// Ask for a fresh worker after this job (`stopPod`), then return `value`.
+    Refresh { value: Value },
     /// Build a reqwest client of the handler's own (rustls, as the runtime's), as a handler
     /// calling another service does.
     HttpClient,
@@ -127,6 +129,10 @@ fn handle_action(
         Action::Nan => return Ok(Err(Output::Scores { score: f64::NAN })),
         Action::Unserializable => {
             return Ok(Err(Output::Pairs(BTreeMap::from([((1, 2), 3)]))));
+        }
+        Action::Refresh { value } => {
+            job.refresh_worker();
+            value
         }
         Action::HttpClient => {
             let built = reqwest::Client::builder().build().is_ok();

@@ -61,6 +61,19 @@ pub(crate) fn encode_final(
     if bytes.len() <= max_bytes {
         return (outcome, bytes, is_stream);
     }
+    if let OutcomeKind::Failed(failure) = &outcome.kind {
+        // An error report too large to post: the same failure, cut to fit (it is not the
+        // output that was too large).
+        let mut max = (max_bytes / 4).clamp(64, 64 * 1024);
+        loop {
+            let shortened = Outcome::failed(failure.shortened(max));
+            let (bytes, _) = body(&shortened, control, stop_pod, reporter);
+            if bytes.len() <= max_bytes || max <= 64 {
+                return (shortened, bytes, is_stream);
+            }
+            max /= 4;
+        }
+    }
     let failure = Failure::new(
         "OutputTooLarge",
         format!(
@@ -75,4 +88,39 @@ pub(crate) fn encode_final(
     log_outcome(&outcome);
     let (bytes, _) = body(&outcome, control, stop_pod, reporter);
     (outcome, bytes, is_stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_error_report_is_cut_to_fit_not_blamed_on_the_output() {
+        let job = crate::Job::new("j", serde_json::json!(null));
+        let failure = Failure::new("QuotaError", "q".repeat(3_000_000));
+        let (outcome, bytes, _) = encode_final(
+            Outcome::failed(failure),
+            job.control(),
+            false,
+            ("h", "w"),
+            1_000_000,
+        );
+        assert!(bytes.len() <= 1_000_000, "{}", bytes.len());
+        let failure = outcome.failure().unwrap();
+        assert_eq!(failure.error_type(), "QuotaError");
+        assert!(
+            failure.message().ends_with("more characters)"),
+            "{}",
+            &failure.message()[..80]
+        );
+
+        let (outcome, _, _) = encode_final(
+            Outcome::output(&"o".repeat(2_000_000)),
+            job.control(),
+            false,
+            ("h", "w"),
+            1_000_000,
+        );
+        assert_eq!(outcome.failure().unwrap().error_type(), "OutputTooLarge");
+    }
 }

@@ -248,7 +248,8 @@ pub(crate) fn deserialize_input<I: DeserializeOwned>(job: &Job) -> Result<I, Fai
         } else {
             format!("input.{path}")
         };
-        let message = format!("{location}: {}", e.into_inner());
+        // A huge value quoted in the message is cut: the report must stay small.
+        let message = report::shorten_quoted(&format!("{location}: {}", e.into_inner()));
         let traceback = format!(
             "InvalidInput: {message}\n\nThe job's input does not match the handler's input type `{}`.",
             std::any::type_name::<I>()

@@ -17,6 +17,10 @@ pub(crate) struct Limits {
     /// `WORKER_SHUTDOWN_GRACE_SECONDS`: after SIGTERM, how long running jobs may take before
     /// they are reported failed (default 30 s).
     pub(crate) shutdown_grace: Duration,
+    /// `WORKER_CANCEL_GRACE_MS`: after a job is cancelled, how long its handler keeps running
+    /// so that code racing `job.cancelled()` can clean up, before it is dropped (default
+    /// 1000 ms; 0 drops it at once).
+    pub(crate) cancel_grace: Duration,
 }
 
 impl Default for Limits {
@@ -25,6 +29,7 @@ impl Default for Limits {
             max_output_bytes: 20_000_000,
             post_retry: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            cancel_grace: Duration::from_millis(1000),
         }
     }
 }
@@ -39,7 +44,21 @@ impl Limits {
                 .map_or(defaults.post_retry, Duration::from_secs),
             shutdown_grace: number(env, "WORKER_SHUTDOWN_GRACE_SECONDS", "seconds")?
                 .map_or(defaults.shutdown_grace, Duration::from_secs),
+            cancel_grace: whole(env, "WORKER_CANCEL_GRACE_MS", "milliseconds")?
+                .map_or(defaults.cancel_grace, Duration::from_millis),
         })
+    }
+}
+
+/// A whole number, 0 allowed.
+fn whole(env: &impl Env, name: &str, unit: &str) -> Result<Option<u64>, Error> {
+    match env.var(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(raw) => {
+            raw.trim().parse::<u64>().map(Some).map_err(|_| {
+                Error::config(format!("{name}={raw:?} is not a whole number of {unit}"))
+            })
+        }
     }
 }
 
@@ -77,11 +96,18 @@ mod tests {
         let set = |name: &str| match name {
             "WORKER_MAX_OUTPUT_BYTES" => Some("1000".to_owned()),
             "WORKER_SHUTDOWN_GRACE_SECONDS" => Some("5".to_owned()),
+            "WORKER_CANCEL_GRACE_MS" => Some("0".to_owned()),
             _ => None,
         };
         let limits = Limits::from_env(&set).unwrap();
         assert_eq!(limits.max_output_bytes, 1000);
         assert_eq!(limits.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(limits.cancel_grace, Duration::ZERO);
+        let bad = |name: &str| (name == "WORKER_CANCEL_GRACE_MS").then(|| "1s".to_owned());
+        assert_eq!(
+            Limits::from_env(&bad).unwrap_err().to_string(),
+            "WORKER_CANCEL_GRACE_MS=\"1s\" is not a whole number of milliseconds"
+        );
         let bad = |name: &str| (name == "WORKER_POST_RETRY_SECONDS").then(|| "soon".to_owned());
         assert_eq!(
             Limits::from_env(&bad).unwrap_err().to_string(),

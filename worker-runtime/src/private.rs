@@ -117,12 +117,12 @@ impl PlainTag {
 
 /* ---- turning an error value into a failure report, with the most detail its type offers ---- */
 
-/// Wraps a reference to an error; `(&&&&ErrorWrap(&e)).__worker_error()` picks the richest of
+/// Wraps a reference to an error; `(&&&&&ErrorWrap(&e)).__worker_error()` picks the richest of
 /// the impls below that applies to `E`.
 #[derive(Debug)]
 pub struct ErrorWrap<'a, E: ?Sized>(pub &'a E);
 
-// Only a reference: copyable whatever `E` is (the last level takes it by value through `&&&&`).
+// Only a reference: copyable whatever `E` is (the last level takes it by value through `&&&&&`).
 impl<E: ?Sized> Clone for ErrorWrap<'_, E> {
     fn clone(&self) -> Self {
         *self
@@ -132,6 +132,16 @@ impl<E: ?Sized> Copy for ErrorWrap<'_, E> {}
 
 fn type_name<E: ?Sized>() -> &'static str {
     std::any::type_name::<E>()
+}
+
+/// `worker::Failure`: reported as itself (its type, message and traceback).
+pub trait FailureKind {
+    fn __worker_error(self) -> Failure;
+}
+impl FailureKind for &&&&&ErrorWrap<'_, Failure> {
+    fn __worker_error(self) -> Failure {
+        self.0.clone()
+    }
 }
 
 /// `E: std::error::Error`: message plus the `source()` chain.
@@ -295,7 +305,7 @@ mod tests {
         DebugKind as _, DisplayKind as _, ErrorPointerKind as _, PlainKind as _, ResultKind as _,
     };
     #[allow(unused_imports)]
-    use super::{SendErrorPointerKind as _, StdErrorKind as _};
+    use super::{FailureKind as _, SendErrorPointerKind as _, StdErrorKind as _};
 
     type MyResult<T> = Result<T, std::io::Error>;
 
@@ -304,7 +314,7 @@ mod tests {
             let ret = $ret;
             match (&ret).__worker_kind().split(ret) {
                 Ok(output) => output_json(output),
-                Err(error) => Err((&&&&ErrorWrap(&error)).__worker_error()),
+                Err(error) => Err((&&&&&ErrorWrap(&error)).__worker_error()),
             }
         }};
     }
@@ -378,6 +388,14 @@ mod tests {
 
         let string: Result<(), String> = Err("a string".into());
         assert_eq!(outcome!(string).unwrap_err().message(), "a string");
+
+        let own = Failure::new("QuotaExceeded", "no credits left").with_traceback("see billing");
+        let failure: Result<(), Failure> = Err(own.clone());
+        assert_eq!(
+            outcome!(failure).unwrap_err(),
+            own,
+            "a Failure is reported as itself"
+        );
     }
 
     fn provides<I: ProvidesState<S>, S>() {}

@@ -97,6 +97,86 @@ impl fmt::Display for Failure {
     }
 }
 
+/// A `Failure` is an error, so `?` can carry it into `anyhow` or a `Box<dyn Error>`; returned
+/// from a handler as `Err(failure)` it is reported as itself.
+impl StdError for Failure {}
+
+impl Failure {
+    /// This failure with its message and traceback cut to at most `max` characters each (a note
+    /// says how much was left out), for a report that must fit the platform's size limit.
+    pub(crate) fn shortened(&self, max: usize) -> Failure {
+        Failure {
+            error_type: cut(&self.error_type, max),
+            error_message: cut(&self.error_message, max),
+            error_traceback: cut(&self.error_traceback, max),
+        }
+    }
+}
+
+/// `text` cut to its first `max` characters, with a note of how many were left out.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => {
+            let left_out = text[end..].chars().count();
+            format!("{}… ({left_out} more characters)", &text[..end])
+        }
+    }
+}
+
+/// The longest quoted value kept whole in an input error's message.
+const QUOTED_MAX: usize = 100;
+
+/// `message` with every quoted value (`"…"` or `` `…` ``, as serde quotes them) longer than
+/// [`QUOTED_MAX`] characters cut, its length noted: a 3 MB string where a number was expected
+/// must not make a 3 MB error report.
+pub(crate) fn shorten_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut chars = message.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if c != '"' && c != '`' {
+            out.push(c);
+            continue;
+        }
+        // Find the closing quote (a `"` escaped with a backslash does not close).
+        let mut end = None;
+        let mut escaped = false;
+        for (i, d) in chars.by_ref() {
+            if c == '"' && !escaped && d == '\\' {
+                escaped = true;
+                continue;
+            }
+            if d == c && !escaped {
+                end = Some(i);
+                break;
+            }
+            escaped = false;
+        }
+        let inner_start = start + c.len_utf8();
+        let inner = &message[inner_start..end.unwrap_or(message.len())];
+        let length = inner.chars().count();
+        out.push(c);
+        if length > QUOTED_MAX {
+            let (cut_at, _) = inner
+                .char_indices()
+                .nth(QUOTED_MAX)
+                .unwrap_or((inner.len(), ' '));
+            out.push_str(&inner[..cut_at]);
+            out.push('…');
+            if end.is_some() {
+                out.push(c);
+            }
+            out.push_str(&format!(" ({length} characters)"));
+        } else {
+            out.push_str(inner);
+            if end.is_some() {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /* ---- panics ---- */
 
 thread_local! {
@@ -253,5 +333,40 @@ mod tests {
             failure.traceback()
         );
         assert_eq!(catch_panic(|| 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn long_quoted_values_are_cut_with_their_length() {
+        let long = "x".repeat(3_000);
+        let message = format!("invalid type: string \"{long}\", expected i64");
+        let short = shorten_quoted(&message);
+        assert_eq!(
+            short,
+            format!(
+                "invalid type: string \"{}…\" (3000 characters), expected i64",
+                "x".repeat(100)
+            )
+        );
+        let field = format!("unknown field `{long}`, expected `a` or `b`");
+        assert!(shorten_quoted(&field).ends_with("…` (3000 characters), expected `a` or `b`"));
+        // Short values, escaped quotes and an unclosed quote are kept as they are.
+        for kept in [
+            "invalid type: integer `5`, expected a string",
+            r#"invalid value: string "a \"b\" c", expected x"#,
+            "unterminated \"quote",
+        ] {
+            assert_eq!(shorten_quoted(kept), kept);
+        }
+    }
+
+    #[test]
+    fn shortened_failures_say_how_much_was_cut() {
+        let failure = Failure::new("E", "é".repeat(50));
+        let short = failure.shortened(10);
+        assert_eq!(
+            short.message(),
+            format!("{}… (40 more characters)", "é".repeat(10))
+        );
+        assert_eq!(failure.shortened(100), failure);
     }
 }

@@ -58,6 +58,8 @@ pub(crate) async fn serve_api<H: Handler>(
         sample_request(&settings)
     );
     let mut options = settings.loop_options();
+    // A refresh ends a worker on RunPod; locally the API keeps serving.
+    options.exit_on_refresh = false;
     if let Some(concurrency) = api.concurrency {
         options.concurrency = Concurrency::Fixed(concurrency);
     }

@@ -71,6 +71,7 @@ impl Settings {
             concurrency: self.concurrency,
             refresh_worker: self.refresh_worker,
             aggregate_stream: self.aggregate_stream,
+            exit_on_refresh: true,
         }
     }
 

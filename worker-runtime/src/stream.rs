@@ -96,9 +96,27 @@ impl<T: Serialize> StreamSender<T> {
     }
 
     /// [`send`](Self::send) for blocking (sync) handlers, which run on a blocking thread.
+    ///
+    /// # Panics
+    /// When called from async code (an `async fn` handler, a task): blocking there would stall
+    /// the thread other jobs run on. The panic points at the call and says to write
+    /// `send(item).await`.
+    #[track_caller]
     pub fn send_blocking(&self, item: T) -> Result<(), StreamError> {
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle.block_on(self.send(item)),
+            Ok(handle) => {
+                // tokio refuses to block a thread that drives async tasks, with a panic located
+                // inside the runtime; say what to do instead, at the caller's line.
+                match crate::report::catch_panic(|| handle.block_on(self.send(item))) {
+                    Ok(sent) => sent,
+                    Err(panic) if panic.message().contains("within a runtime") => panic!(
+                        "`StreamSender::send_blocking` was called from async code (an `async fn` \
+                         handler or a task), where blocking would stall other jobs: write \
+                         `stream.send(item).await` instead"
+                    ),
+                    Err(panic) => panic!("{}", panic.message()),
+                }
+            }
             Err(_) => {
                 // Outside a runtime (a plain unit test): nothing to post to, keep the item.
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -110,5 +128,44 @@ impl<T: Serialize> StreamSender<T> {
                 runtime.block_on(self.send(item))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod send_blocking_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn send_blocking_in_async_code_says_to_await_send() {
+        crate::report::install_panic_hook();
+        let job = Job::new("j", serde_json::json!(null));
+        let stream = StreamSender::<u8>::new(&job);
+        let line = line!() + 1;
+        let panic = crate::report::catch_panic(|| stream.send_blocking(1)).unwrap_err();
+        assert!(
+            panic
+                .message()
+                .starts_with("`StreamSender::send_blocking` was called from async code"),
+            "{}",
+            panic.message()
+        );
+        assert!(
+            panic
+                .message()
+                .ends_with("write `stream.send(item).await` instead")
+        );
+        let at = format!("src/stream.rs:{line}:");
+        assert!(panic.traceback().contains(&at), "{}", panic.traceback());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn send_blocking_on_a_blocking_thread_sends() {
+        let job = Job::new("j", serde_json::json!(null));
+        let stream = StreamSender::<u8>::new(&job);
+        tokio::task::spawn_blocking(move || stream.send_blocking(7))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.streamed(), [serde_json::json!(7)]);
     }
 }

@@ -36,10 +36,20 @@ pub(super) async fn run_job<H: Handler>(
             None
         } else {
             tracing::info!("Started.");
-            // A cancelled job's handler future is dropped: async work stops at its next await.
+            let call = shared.handler.call(job);
+            tokio::pin!(call);
             tokio::select! {
                 biased;
-                () = control.cancelled() => None,
+                () = control.cancelled() => {
+                    // The handler sees the cancel (`job.cancelled()` resolves) and gets a short,
+                    // bounded time to clean up; then its future is dropped, so async work stops
+                    // at its next await. Its outcome is discarded either way.
+                    let grace = shared.limits.cancel_grace;
+                    if !grace.is_zero() && tokio::time::timeout(grace, &mut call).await.is_err() {
+                        tracing::debug!("the cancelled handler was still running after {grace:?}; dropped");
+                    }
+                    None
+                }
                 () = shared.shutdown.grace_expired() => Some(Outcome::failed(Failure::new(
                     "WorkerShutdown",
                     format!(
@@ -48,7 +58,7 @@ pub(super) async fn run_job<H: Handler>(
                         shared.limits.shutdown_grace
                     ),
                 ))),
-                outcome = shared.handler.call(job) => Some(outcome),
+                outcome = &mut call => Some(outcome),
             }
         };
         control.close_progress().await;
@@ -62,9 +72,14 @@ pub(super) async fn run_job<H: Handler>(
         let (_, bytes, is_stream) =
             encode_final(outcome, &control, stop_pod, reporter, shared.limits.max_output_bytes);
         let url = shared.cfg.urls.done(&id, is_stream);
-        if stop_pod {
+        if stop_pod && shared.options.exit_on_refresh {
             tracing::info!("the worker asked to be refreshed: taking no new jobs, exiting once running jobs finish");
             shared.stop_taking.trigger();
+        } else if stop_pod {
+            tracing::info!(
+                "the job asked for a fresh worker (stopPod): on RunPod this worker would exit \
+                 now; the local API keeps serving"
+            );
         }
         // The handler is done: give the slot back so the next job-take overlaps this post. The
         // job stays in flight (job_in_progress=1, in pings) until its result is posted.

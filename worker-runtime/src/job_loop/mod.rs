@@ -49,6 +49,9 @@ pub(crate) struct LoopOptions {
     pub(crate) refresh_worker: bool,
     /// A streaming job's final output is every item instead of `[]`.
     pub(crate) aggregate_stream: bool,
+    /// A refresh (`stopPod`) ends the loop, as RunPod then stops the worker. Off under
+    /// `--rp_serve_api`, whose local API keeps serving.
+    pub(crate) exit_on_refresh: bool,
 }
 
 /// What every job task shares.

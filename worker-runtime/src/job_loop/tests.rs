@@ -165,6 +165,7 @@ fn options(concurrency: Concurrency) -> LoopOptions {
         concurrency,
         refresh_worker: false,
         aggregate_stream: false,
+        exit_on_refresh: true,
     }
 }
 
@@ -381,4 +382,67 @@ async fn a_refresh_request_posts_stop_pod_and_ends_the_loop() {
         .expect("the loop ends after a refresh")
         .unwrap();
     h.emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_under_the_local_api_keeps_the_loop_serving() {
+    let refresher = handler_fn(|input: Value, job: Job| async move {
+        job.refresh_worker();
+        Ok::<_, std::io::Error>(input)
+    });
+    let mut opts = options(Concurrency::Fixed(1));
+    opts.exit_on_refresh = false;
+    let h = Harness::start(refresher, opts).await;
+    for n in 0..3 {
+        let id = h.run(json!(n)).await;
+        assert_eq!(
+            h.finished(&id).await["output"],
+            n,
+            "job {n} after a refresh"
+        );
+    }
+    assert!(!h.loop_task.is_finished());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_handler_gets_to_clean_up() {
+    let cleaned = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = cleaned.clone();
+    let careful = handler_fn(move |input: Value, job: Job| {
+        let seen = seen.clone();
+        async move {
+            if input == json!("quick") {
+                return Ok("quick");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                () = job.cancelled() => {
+                    // Clean-up that itself awaits, as releasing a remote resource does.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    seen.lock().unwrap().push(job.id().to_owned());
+                }
+            }
+            Ok::<_, std::io::Error>("cleaned up")
+        }
+    });
+    let h = Harness::start(careful, options(Concurrency::Fixed(1))).await;
+    let id = h.run(json!({})).await;
+    h.wait(&id, |s| s["status"] == "IN_PROGRESS").await;
+    let cancelled = post(&format!("{}/cancel/{id}", h.base), json!({})).await;
+    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cleaned.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clean-up branch never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*cleaned.lock().unwrap(), vec![id.clone()]);
+    // Its outcome is not posted: the job stays cancelled, and the next job runs.
+    let next = h.run(json!("quick")).await;
+    assert_eq!(h.finished(&next).await["output"], "quick");
+    assert_eq!(h.status(&id).await["status"], "CANCELLED");
+    h.stop().await;
 }
