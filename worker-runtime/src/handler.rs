@@ -90,6 +90,9 @@ impl Outcome {
 /// Panics inside either are caught and reported as the job's failure.
 pub struct Invocation {
     future: Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>,
+    /// For blocking work: closed when its thread returns, which may be after the invocation
+    /// was dropped (a cancelled job); the job keeps its slot until then.
+    thread: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Invocation {
@@ -97,6 +100,7 @@ impl Invocation {
     pub fn new(future: impl Future<Output = Outcome> + Send + 'static) -> Invocation {
         Invocation {
             future: Box::pin(future),
+            thread: None,
         }
     }
 
@@ -104,9 +108,14 @@ impl Invocation {
     pub fn blocking(work: impl FnOnce() -> Outcome + Send + 'static) -> Invocation {
         // The blocking thread logs inside the job's span too, so its lines carry the job id.
         let span = tracing::Span::current();
-        Invocation::new(async move {
-            match tokio::task::spawn_blocking(move || span.in_scope(|| report::catch_panic(work)))
-                .await
+        let (running, thread) = tokio::sync::oneshot::channel::<()>();
+        let mut invocation = Invocation::new(async move {
+            match tokio::task::spawn_blocking(move || {
+                // Dropped when the thread is done with the work, panic or not.
+                let _running = running;
+                span.in_scope(|| report::catch_panic(work))
+            })
+            .await
             {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(failure)) => Outcome::failed(failure),
@@ -115,7 +124,14 @@ impl Invocation {
                     format!("the blocking handler task did not finish: {join}"),
                 )),
             }
-        })
+        });
+        invocation.thread = Some(thread);
+        invocation
+    }
+
+    /// For blocking work, what resolves when its thread returns (taken once).
+    pub(crate) fn take_thread(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.thread.take()
     }
 
     /// An invocation that is already finished.

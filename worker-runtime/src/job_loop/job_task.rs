@@ -1,10 +1,14 @@
 //! One job's task: wait for a slot if the job came beyond the free ones, run the handler
-//! (dropped on cancellation, failed when the shutdown grace runs out), then post the result
-//! with retries. The job leaves the in-flight set only after its post.
+//! (dropped on cancellation after its clean-up grace, failed when the shutdown grace runs out),
+//! then post the result with retries. The job holds its slot until its result is acknowledged
+//! (or given up) and a blocking handler's thread has returned, so the worker never holds, nor
+//! runs, more jobs than its concurrency; it leaves the in-flight set last, even on a panic.
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::InFlight;
 use tracing::Instrument;
 
 use super::Shared;
@@ -23,6 +27,10 @@ pub(super) async fn run_job<H: Handler>(
 ) {
     let id = job.id().to_owned();
     let span = job_span(&job);
+    let _leaves = LeavesInFlight {
+        in_flight: shared.in_flight.clone(),
+        id: id.clone(),
+    };
     async {
         let slot = match permit {
             Some(p) => p,
@@ -32,11 +40,13 @@ pub(super) async fn run_job<H: Handler>(
             },
         };
         let control = job.control().clone();
+        let mut thread = None;
         let outcome = if control.is_cancelled() {
             None
         } else {
             tracing::info!("Started.");
-            let call = shared.handler.call(job);
+            let mut call = shared.handler.call(job);
+            thread = call.take_thread();
             tokio::pin!(call);
             tokio::select! {
                 biased;
@@ -64,6 +74,7 @@ pub(super) async fn run_job<H: Handler>(
         control.close_progress().await;
         let Some(outcome) = outcome else {
             tracing::info!("Job stopped.");
+            hold_until_thread_returns(thread, slot, &shared.shutdown).await;
             return;
         };
         log_outcome(&outcome);
@@ -81,10 +92,8 @@ pub(super) async fn run_job<H: Handler>(
                  now; the local API keeps serving"
             );
         }
-        // The handler is done: give the slot back so the next job-take overlaps this post. The
-        // job stays in flight (job_in_progress=1, in pings) until its result is posted.
-        let posting = shared.posting.clone().acquire_owned().await;
-        drop(slot);
+        // The job keeps its slot through the post: the platform counts it until its result
+        // arrives, and a worker whose posts keep failing stops taking jobs.
         match client::post(&shared.client, &url, &id, bytes, shared.retry).await {
             Ok(()) => tracing::info!("Finished."),
             Err(e) if e.is_retryable() => tracing::error!(
@@ -96,9 +105,50 @@ pub(super) async fn run_job<H: Handler>(
                 "Failed to return job results: the platform refused them ({e}); not retried"
             ),
         }
-        drop(posting);
+        hold_until_thread_returns(thread, slot, &shared.shutdown).await;
     }
     .instrument(span)
     .await;
-    shared.in_flight.remove(&id);
+}
+
+/// Keep the slot until a blocking handler's thread has returned: a cancelled or timed-out job
+/// is reported at once, but its thread may still be computing (on a GPU, holding memory), and
+/// the next job must not start beside it. Once the worker is shutting down no job will start,
+/// so the process does not wait for such a thread to exit.
+async fn hold_until_thread_returns(
+    thread: Option<tokio::sync::oneshot::Receiver<()>>,
+    slot: OwnedSemaphorePermit,
+    shutdown: &crate::shutdown::Shutdown,
+) {
+    if let Some(mut thread) = thread
+        && thread
+            .try_recv()
+            .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Empty)
+    {
+        tracing::info!(
+            "the blocking handler is still running after its job ended; its slot is held until \
+             it returns (check job.is_cancelled() in long blocking work)"
+        );
+        tokio::select! {
+            _ = thread => {}
+            () = shutdown.requested() => {}
+        }
+    }
+    drop(slot);
+}
+
+/// Removes the job from the in-flight set when its task ends, also when it panicked (the
+/// heartbeat would otherwise report it forever).
+struct LeavesInFlight {
+    in_flight: Arc<InFlight>,
+    id: String,
+}
+
+impl Drop for LeavesInFlight {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("job {}: its task panicked", self.id);
+        }
+        self.in_flight.remove(&self.id);
+    }
 }

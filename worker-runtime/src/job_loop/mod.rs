@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Client;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use self::job_stop::watch_stops;
@@ -66,10 +65,6 @@ struct Shared<H> {
     limits: Limits,
     stop_taking: ShutdownTrigger,
     shutdown: Shutdown,
-    /// Results being posted after their job gave its slot back. Bounded, so a platform that
-    /// does not take results cannot make the worker pile up finished jobs: once it is full, a
-    /// finished job keeps its slot until it can post.
-    posting: Arc<Semaphore>,
 }
 
 /// Run the production loop until `shutdown` fires (or a job asks for a refresh), then let
@@ -109,7 +104,6 @@ pub(crate) async fn run<H: Handler>(
         limits,
         stop_taking,
         shutdown: shutdown.clone(),
-        posting: Arc::new(Semaphore::new(held.max(8))),
     });
     let mut slots = Slots::new(held);
     let mut tasks = JoinSet::new();

@@ -73,7 +73,14 @@ struct Harness {
 
 impl Harness {
     async fn start<H: crate::handler::Handler>(handler: H, options: LoopOptions) -> Harness {
-        let emulator = emulator().await;
+        Harness::start_on(emulator().await, handler, options).await
+    }
+
+    async fn start_on<H: crate::handler::Handler>(
+        emulator: EmulatorHandle,
+        handler: H,
+        options: LoopOptions,
+    ) -> Harness {
         let cfg = PlatformConfig::from_env(&emulator.worker_env("w-features")).unwrap();
         let client = crate::client::build(&cfg.api_key).unwrap();
         let (trigger, stop) = shutdown::channel();
@@ -444,5 +451,90 @@ async fn a_cancelled_handler_gets_to_clean_up() {
     let next = h.run(json!("quick")).await;
     assert_eq!(h.finished(&next).await["output"], "quick");
     assert_eq!(h.status(&id).await["status"], "CANCELLED");
+    h.stop().await;
+}
+
+/// Counts, from the platform's side, the jobs handed out and not yet answered.
+#[derive(Debug, Default)]
+struct Outstanding {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl runpod_emulator::Observer for Outstanding {
+    fn job_handed(&self, _: &str) {
+        use std::sync::atomic::Ordering;
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+    }
+    fn job_finished(&self, _: &str) {
+        self.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_jobs_held_than_the_concurrency() {
+    for concurrency in [1, 8, 64] {
+        for failing_posts in [0, 2] {
+            let outstanding = Arc::new(Outstanding::default());
+            let emulator = Emulator::builder()
+                .bind("127.0.0.1:0")
+                .take_timeout(Duration::from_millis(500))
+                .observer(outstanding.clone())
+                .faults(
+                    (failing_posts > 0)
+                        .then(|| runpod_emulator::Faults::new(1).fail_done_times(failing_posts)),
+                )
+                .build()
+                .await
+                .unwrap();
+            let echo =
+                handler_fn(|input: Value, _job: Job| async move { Ok::<_, std::io::Error>(input) });
+            let h =
+                Harness::start_on(emulator, echo, options(Concurrency::Fixed(concurrency))).await;
+            let ids = h.run_many(3 * concurrency + 5, json!(1)).await;
+            for id in &ids {
+                assert_eq!(h.finished(id).await["status"], "COMPLETED");
+            }
+            let most = outstanding.most.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                most <= concurrency,
+                "{most} jobs held at concurrency {concurrency} (job-done failing {failing_posts} times first)"
+            );
+            h.stop().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_blocking_job_keeps_its_slot_until_its_thread_returns() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = log.clone();
+    struct Stubborn(Arc<std::sync::Mutex<Vec<String>>>);
+    impl crate::handler::Handler for Stubborn {
+        fn call(&self, job: Job) -> crate::handler::Invocation {
+            let log = self.0.clone();
+            crate::handler::Invocation::blocking(move || {
+                let ms: u64 = serde_json::from_value(job.input().clone()).unwrap();
+                log.lock().unwrap().push(format!("start {ms}"));
+                // Ignores cancellation.
+                std::thread::sleep(Duration::from_millis(ms));
+                log.lock().unwrap().push(format!("end {ms}"));
+                crate::handler::Outcome::output(&ms)
+            })
+        }
+    }
+    let h = Harness::start(Stubborn(seen), options(Concurrency::Fixed(1))).await;
+    let first = h.run(json!(1500)).await;
+    h.wait(&first, |s| s["status"] == "IN_PROGRESS").await;
+    let second = h.run(json!(1)).await;
+    let cancelled = post(&format!("{}/cancel/{first}", h.base), json!({})).await;
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert_eq!(h.finished(&second).await["status"], "COMPLETED");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["start 1500", "end 1500", "start 1", "end 1"],
+        "the second job started beside the first one's thread"
+    );
     h.stop().await;
 }
