@@ -648,3 +648,47 @@ async fn a_huge_bad_value_makes_a_short_error_report() {
     let report: Value = serde_json::from_str(status["error"].as_str().unwrap()).unwrap();
     assert_eq!(report["error_type"], "InvalidInput", "{report}");
 }
+
+/// SIGTERM while a result cannot be delivered (every job-done answers 500): the worker exits
+/// within the grace period plus one post attempt, not after the 300 s retry budget, and says
+/// which job was not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_undeliverable_results_exits_within_the_grace() {
+    use runpod_emulator::{FaultKind, Faults, Route};
+    let platform = Platform::start_with(support::builder().faults(Some(Faults::new(1).rate(
+        Route::JobDone,
+        FaultKind::InternalError,
+        1.0,
+    ))))
+    .await;
+    let env = env_with(
+        &platform,
+        &[
+            ("WORKER_SHUTDOWN_GRACE_SECONDS", "1"),
+            ("WORKER_POST_ATTEMPT_SECONDS", "1"),
+        ],
+    );
+    let mut worker = WorkerProcess::spawn(&fixture(), &env, &[]);
+    let id = platform
+        .submit(json!({"input": {"echo": {"value": 1}}}))
+        .await;
+    let path = format!("{}/{id}", platform.path("job-done"));
+    platform
+        .wait_for(LONG, "a failed job-done attempt", |reqs| {
+            reqs.iter().any(|r| r.path == path).then_some(())
+        })
+        .await;
+    let signalled = std::time::Instant::now();
+    worker.signal("TERM");
+    assert_eq!(worker.exit(LONG).await.code(), Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "exited {took:?} after SIGTERM"
+    );
+    let log = worker.stdout();
+    assert!(
+        log.contains(&format!("job {id} was not delivered")),
+        "{log}"
+    );
+}

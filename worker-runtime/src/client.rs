@@ -173,7 +173,11 @@ pub(crate) async fn post(
         for (name, value) in wire::post_headers(job_id) {
             request = request.header(name, value);
         }
-        let result = request.body(body.clone()).send().await;
+        // Every attempt is bounded, within what is left of the whole budget: a connection that
+        // accepts the request and never answers must not hold the job forever.
+        let left = policy.total.saturating_sub(started.elapsed());
+        let bound = policy.attempt.min(left).max(Duration::from_millis(100));
+        let result = request.body(body.clone()).timeout(bound).send().await;
         let error = match result {
             Ok(response) if response.status().is_success() => return Ok(()),
             Ok(response) => {
@@ -208,6 +212,7 @@ mod tests {
             first_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
             total: Duration::from_secs(20),
+            attempt: Duration::from_secs(5),
         };
 
         /// An emulator recording worker requests, with one job taken by worker `w` through
@@ -298,6 +303,33 @@ mod tests {
                 r#"HTTP 404 Not Found: {"error":"no job `no-such-job`"}"#
             );
             assert_eq!(attempts(&emu, "/job-done/").len(), 1);
+        }
+
+        #[tokio::test]
+        async fn a_stalled_post_is_retried_after_its_attempt_bound() {
+            let faults = Faults::new(1).rate(Route::JobDone, FaultKind::Stall, 1.0);
+            let (emu, http, id, cfg) = emulator_with_a_running_job(faults).await;
+            let url = cfg.urls.done(&id, false);
+            let policy = RetryPolicy {
+                attempt: Duration::from_millis(300),
+                ..QUICK
+            };
+            // Stalled twice, then the platform answers.
+            let unstall = async {
+                while attempts(&emu, "/job-done/").len() < 2 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                emu.set_faults(None);
+            };
+            let started = Instant::now();
+            let (posted, ()) = tokio::join!(post(&http, &url, &id, output("1"), policy), unstall);
+            posted.unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                started.elapsed()
+            );
+            assert!(attempts(&emu, "/job-done/").len() >= 3);
         }
 
         #[tokio::test]

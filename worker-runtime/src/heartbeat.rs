@@ -57,18 +57,82 @@ async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
     };
     let mut ticks = tokio::time::interval(cfg.ping_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = Failures::default();
     loop {
         ticks.tick().await;
         let Some(url) = cfg.urls.ping(&in_flight.snapshot()) else {
             return;
         };
-        match client.get(url).timeout(cfg.ping_interval * 2).send().await {
+        let failure = match client.get(url).timeout(cfg.ping_interval * 2).send().await {
             Ok(response) if response.status().is_success() => {
-                tracing::trace!("ping: {}", response.status())
+                tracing::trace!("ping: {}", response.status());
+                None
             }
-            Ok(response) => tracing::warn!("ping answered {}", response.status()),
-            Err(e) => tracing::error!("Ping Request Error: {}", crate::error::chain(&e)),
+            Ok(response) => Some(format!("ping answered {}", response.status())),
+            Err(e) => Some(format!("Ping Request Error: {}", crate::error::chain(&e))),
+        };
+        let now = std::time::Instant::now();
+        match failure.map(|why| failures.failed(why, now)) {
+            Some(Some(Said::First(line))) => tracing::error!("{line}"),
+            Some(Some(Said::Summary(line))) => tracing::warn!("{line}"),
+            Some(Some(Said::Recovered(line))) => tracing::info!("{line}"),
+            Some(None) => {}
+            None => {
+                if let Some(Said::Recovered(line)) = failures.succeeded(now) {
+                    tracing::info!("{line}");
+                }
+            }
         }
+    }
+}
+
+/// How often a still-failing heartbeat says so after its first error.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Repeated ping failures, logged as the first one, a summary every minute, and the recovery:
+/// not one ERROR line per second while the platform is unreachable.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Since when pings fail, and when the last line was logged.
+    since: Option<(std::time::Instant, std::time::Instant)>,
+    count: u64,
+}
+
+/// What to log for a ping.
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    First(String),
+    Summary(String),
+    Recovered(String),
+}
+
+impl Failures {
+    fn failed(&mut self, why: String, now: std::time::Instant) -> Option<Said> {
+        self.count += 1;
+        match &mut self.since {
+            None => {
+                self.since = Some((now, now));
+                Some(Said::First(why))
+            }
+            Some((since, last)) if now.duration_since(*last) >= SUMMARY_EVERY => {
+                *last = now;
+                Some(Said::Summary(format!(
+                    "pings still failing: {} failures in {:.0?} (the latest: {why})",
+                    self.count,
+                    now.duration_since(*since)
+                )))
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn succeeded(&mut self, now: std::time::Instant) -> Option<Said> {
+        let (since, _) = self.since.take()?;
+        let count = std::mem::take(&mut self.count);
+        Some(Said::Recovered(format!(
+            "pings recovered after {count} failure(s) over {:.0?}",
+            now.duration_since(since)
+        )))
     }
 }
 
@@ -86,5 +150,42 @@ pub(crate) async fn report_unhealthy(
     match client.get(url).timeout(Duration::from_secs(2)).send().await {
         Ok(_) => tracing::info!("reported the failed {check} check to the platform"),
         Err(e) => tracing::warn!("could not report the failed {check} check to the platform: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_failures_are_summarised_then_the_recovery_said() {
+        let start = std::time::Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut failures = Failures::default();
+        assert_eq!(
+            failures.failed("refused".into(), at(0)),
+            Some(Said::First("refused".into()))
+        );
+        for s in 1..60 {
+            assert_eq!(failures.failed("refused".into(), at(s)), None, "at {s} s");
+        }
+        assert_eq!(
+            failures.failed("refused".into(), at(60)),
+            Some(Said::Summary(
+                "pings still failing: 61 failures in 60s (the latest: refused)".into()
+            ))
+        );
+        assert_eq!(failures.failed("refused".into(), at(61)), None);
+        assert_eq!(
+            failures.succeeded(at(70)),
+            Some(Said::Recovered(
+                "pings recovered after 62 failure(s) over 70s".into()
+            ))
+        );
+        assert_eq!(failures.succeeded(at(71)), None);
+        assert!(matches!(
+            failures.failed("again".into(), at(80)),
+            Some(Said::First(_))
+        ));
     }
 }

@@ -14,6 +14,9 @@ pub(crate) struct Limits {
     pub(crate) max_output_bytes: usize,
     /// `WORKER_POST_RETRY_SECONDS`: how long a result post keeps retrying (default 300 s).
     pub(crate) post_retry: Duration,
+    /// `WORKER_POST_ATTEMPT_SECONDS`: the longest one post attempt waits for its answer
+    /// (default 30 s), so a stalled connection is given up and retried on a fresh one.
+    pub(crate) post_attempt: Duration,
     /// `WORKER_SHUTDOWN_GRACE_SECONDS`: after SIGTERM, how long running jobs may take before
     /// they are reported failed (default 30 s).
     pub(crate) shutdown_grace: Duration,
@@ -28,6 +31,7 @@ impl Default for Limits {
         Limits {
             max_output_bytes: 20_000_000,
             post_retry: Duration::from_secs(300),
+            post_attempt: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             cancel_grace: Duration::from_millis(1000),
         }
@@ -42,6 +46,8 @@ impl Limits {
                 .map_or(defaults.max_output_bytes, |n| n as usize),
             post_retry: number(env, "WORKER_POST_RETRY_SECONDS", "seconds")?
                 .map_or(defaults.post_retry, Duration::from_secs),
+            post_attempt: number(env, "WORKER_POST_ATTEMPT_SECONDS", "seconds")?
+                .map_or(defaults.post_attempt, Duration::from_secs),
             shutdown_grace: number(env, "WORKER_SHUTDOWN_GRACE_SECONDS", "seconds")?
                 .map_or(defaults.shutdown_grace, Duration::from_secs),
             cancel_grace: whole(env, "WORKER_CANCEL_GRACE_MS", "milliseconds")?

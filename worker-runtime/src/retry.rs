@@ -60,16 +60,20 @@ pub(crate) struct RetryPolicy {
     pub(crate) first_delay: Duration,
     pub(crate) max_delay: Duration,
     pub(crate) total: Duration,
+    /// The longest one attempt may wait for its answer (a stalled connection), within what is
+    /// left of `total`; the next attempt goes out on a fresh connection.
+    pub(crate) attempt: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// Results and stream chunks: 200 ms doubling to 15 s, for 300 s
-    /// (`WORKER_POST_RETRY_SECONDS` sets `total`).
+    /// Results and stream chunks: 200 ms doubling to 15 s, for 300 s, each attempt at most 30 s
+    /// (`WORKER_POST_RETRY_SECONDS` sets `total`, `WORKER_POST_ATTEMPT_SECONDS` `attempt`).
     fn default() -> RetryPolicy {
         RetryPolicy {
             first_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(15),
             total: Duration::from_secs(300),
+            attempt: Duration::from_secs(30),
         }
     }
 }

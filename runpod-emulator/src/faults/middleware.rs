@@ -70,6 +70,13 @@ pub(crate) async fn instrument(State(app): State<Arc<App>>, req: Request, next: 
                 let _ = handle(req).await;
                 reset(&conn)
             }
+            FaultKind::Stall => {
+                // Read the request, then never answer: only the worker can end this.
+                let _ = axum::body::to_bytes(req.into_body(), usize::MAX).await;
+                ins.log(&method, &path, &query, None, Some("stall"));
+                std::future::pending::<()>().await;
+                unreachable!("a stalled request is never answered")
+            }
             FaultKind::NotJson => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

@@ -126,6 +126,9 @@ pub enum FaultKind {
     ResetAfter,
     /// The answer is delayed by up to [`Faults::slow_max`], then given normally.
     Slow,
+    /// The request is read and never answered: the connection stays open until the worker
+    /// gives up on it (a stalled keep-alive connection). Not part of [`Faults::mixed`].
+    Stall,
     /// job-take only: 200 with a body that is not JSON (no job is handed out).
     NotJson,
     /// job-take only: 200 with a job that has no `id`.
@@ -137,7 +140,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 11] = [
+    const ALL: [FaultKind; 12] = [
         FaultKind::TooManyRequests,
         FaultKind::InternalError,
         FaultKind::BadGateway,
@@ -145,6 +148,7 @@ impl FaultKind {
         FaultKind::Reset,
         FaultKind::ResetAfter,
         FaultKind::Slow,
+        FaultKind::Stall,
         FaultKind::NotJson,
         FaultKind::MissingId,
         FaultKind::MissingInput,
@@ -161,6 +165,7 @@ impl FaultKind {
             FaultKind::Reset => "reset",
             FaultKind::ResetAfter => "reset-after",
             FaultKind::Slow => "slow",
+            FaultKind::Stall => "stall",
             FaultKind::NotJson => "not-json",
             FaultKind::MissingId => "missing-id",
             FaultKind::MissingInput => "missing-input",

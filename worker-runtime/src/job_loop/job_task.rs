@@ -94,7 +94,26 @@ pub(super) async fn run_job<H: Handler>(
         }
         // The job keeps its slot through the post: the platform counts it until its result
         // arrives, and a worker whose posts keep failing stops taking jobs.
-        match client::post(&shared.client, &url, &id, bytes, shared.retry).await {
+        // After SIGTERM's grace period the post gets one more attempt's time, then the worker
+        // gives up on it: RunPod kills a worker that does not stop.
+        let last_chance = async {
+            shared.shutdown.grace_expired().await;
+            tokio::time::sleep(shared.retry.attempt).await;
+        };
+        let posted = tokio::select! {
+            posted = client::post(&shared.client, &url, &id, bytes, shared.retry) => Some(posted),
+            () = last_chance => None,
+        };
+        let Some(posted) = posted else {
+            tracing::error!(
+                "Failed to return job results: the worker is shutting down and the platform did \
+                 not take the result within the grace period (WORKER_SHUTDOWN_GRACE_SECONDS) and \
+                 one more attempt (WORKER_POST_ATTEMPT_SECONDS); job {id} was not delivered"
+            );
+            drop(slot);
+            return;
+        };
+        match posted {
             Ok(()) => tracing::info!("Finished."),
             Err(e) if e.is_retryable() => tracing::error!(
                 "Failed to return job results: {e}; gave up after retrying for {:?} \

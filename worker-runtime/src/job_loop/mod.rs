@@ -80,6 +80,7 @@ pub(crate) async fn run<H: Handler>(
 ) {
     let retry = RetryPolicy {
         total: limits.post_retry,
+        attempt: limits.post_attempt,
         ..RetryPolicy::default()
     };
     let outbound = Arc::new(HttpOutbound {
