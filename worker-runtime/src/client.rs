@@ -49,6 +49,9 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
 pub(crate) enum Take {
     /// Zero or more jobs (an empty list is the normal "no job right now").
     Jobs(Vec<Job>),
+    /// 400: what RunPod answers an idle worker with FlashBoot, and also what a misconfigured
+    /// URL gets; no job.
+    BadRequest,
     /// 429: the platform asks us to slow down.
     TooManyRequests(Option<Duration>),
 }
@@ -104,7 +107,8 @@ pub(crate) async fn take(
     let status = response.status();
     match status {
         // 204: nothing queued. 400: what the platform answers with FlashBoot when idle.
-        StatusCode::NO_CONTENT | StatusCode::BAD_REQUEST => return Ok(Take::Jobs(Vec::new())),
+        StatusCode::NO_CONTENT => return Ok(Take::Jobs(Vec::new())),
+        StatusCode::BAD_REQUEST => return Ok(Take::BadRequest),
         StatusCode::TOO_MANY_REQUESTS => {
             let wait = response
                 .headers()

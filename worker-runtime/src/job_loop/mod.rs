@@ -109,6 +109,7 @@ pub(crate) async fn run<H: Handler>(
     let mut slots = Slots::new(held);
     let mut tasks = JoinSet::new();
     let mut backoff = Backoff::new();
+    let mut bad_requests = BadRequests::default();
     if held == current {
         tracing::info!(
             "worker {} started: taking jobs with concurrency {current}",
@@ -164,16 +165,27 @@ pub(crate) async fn run<H: Handler>(
 
         let free = permits.len();
         let job_in_progress = !shared.in_flight.is_empty();
+        let asked = std::time::Instant::now();
         let taken = tokio::select! {
             taken = client::take(&shared.client, &shared.cfg, free, job_in_progress) => taken,
             () = shutdown.requested() => break,
         };
         match taken {
+            Ok(Take::Jobs(jobs)) if jobs.is_empty() => {
+                backoff.reset();
+                drop(permits);
+                empty_floor(&shutdown, asked).await;
+            }
+            Ok(Take::BadRequest) => {
+                backoff.reset();
+                bad_requests.seen(&shared.cfg.urls.take(free, job_in_progress));
+                drop(permits);
+                empty_floor(&shutdown, asked).await;
+            }
             Ok(Take::Jobs(jobs)) => {
                 backoff.reset();
-                if !jobs.is_empty() {
-                    tracing::debug!("took {} job(s)", jobs.len());
-                }
+                bad_requests.reset();
+                tracing::debug!("took {} job(s)", jobs.len());
                 for job in jobs {
                     job.control()
                         .attach(shared.outbound.clone(), shared.options.aggregate_stream);
@@ -220,4 +232,50 @@ pub(crate) async fn run<H: Handler>(
     while tasks.join_next().await.is_some() {}
     stops.abort();
     tracing::info!("worker stopped");
+}
+
+/// The least time between two job-takes that came back empty: a platform that answers at once
+/// instead of holding the request (a misconfigured URL, a platform that does not long-poll)
+/// must not get a hot loop of requests.
+const EMPTY_TAKE_FLOOR: Duration = Duration::from_millis(100);
+
+async fn empty_floor(shutdown: &Shutdown, asked: std::time::Instant) {
+    let elapsed = asked.elapsed();
+    if elapsed < EMPTY_TAKE_FLOOR {
+        shutdown.sleep(EMPTY_TAKE_FLOOR - elapsed).await;
+    }
+}
+
+/// job-take answering 400: normal for an idle worker with FlashBoot, a misconfiguration if it
+/// never ends. Said once, then every few minutes while it lasts.
+#[derive(Debug, Default)]
+struct BadRequests {
+    count: u64,
+    said: Option<std::time::Instant>,
+}
+
+impl BadRequests {
+    const EVERY: Duration = Duration::from_secs(300);
+
+    fn seen(&mut self, url: &reqwest::Url) {
+        self.count += 1;
+        if self.said.is_none_or(|at| at.elapsed() >= Self::EVERY) {
+            self.said = Some(std::time::Instant::now());
+            let mut shown = url.clone();
+            shown.set_query(None);
+            let _ = shown.set_password(None);
+            let _ = shown.set_username("");
+            tracing::info!(
+                "job-take answered 400 Bad Request ({} time(s) so far) at {shown}: RunPod answers \
+                 that to an idle worker with FlashBoot; if this worker never gets a job, check \
+                 RUNPOD_WEBHOOK_GET_JOB",
+                self.count
+            );
+        }
+    }
+
+    fn reset(&mut self) {
+        self.count = 0;
+        self.said = None;
+    }
 }

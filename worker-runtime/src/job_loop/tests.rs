@@ -538,3 +538,35 @@ async fn a_cancelled_blocking_job_keeps_its_slot_until_its_thread_returns() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_takes_answered_at_once_do_not_make_a_hot_loop() {
+    // An emulator that answers an empty job-take at once instead of holding it.
+    let emulator = Emulator::builder()
+        .bind("127.0.0.1:0")
+        .take_timeout(Duration::ZERO)
+        .record_requests(true)
+        .build()
+        .await
+        .unwrap();
+    let echo = handler_fn(|input: Value, _job: Job| async move { Ok::<_, std::io::Error>(input) });
+    let h = Harness::start_on(emulator, echo, options(Concurrency::Fixed(1))).await;
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let takes = h
+        .emulator
+        .worker_requests()
+        .iter()
+        .filter(|r| r.path.contains("/job-take"))
+        .count();
+    let per_second = takes as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        per_second <= 12.0,
+        "{takes} job-takes in {:?}",
+        started.elapsed()
+    );
+    // Jobs still run at once.
+    let id = h.run(json!("quick")).await;
+    assert_eq!(h.finished(&id).await["output"], "quick");
+    h.stop().await;
+}
