@@ -692,3 +692,29 @@ async fn sigterm_with_undeliverable_results_exits_within_the_grace() {
         "{log}"
     );
 }
+
+/// Flags the worker does not know are left to the user's code with a warning, not a hard exit
+/// (the Python SDK's `parse_known_args`).
+#[test]
+fn unknown_flags_are_ignored_with_a_warning() {
+    let (code, stdout, stderr) = run_local(
+        &fixture(),
+        &[],
+        &[
+            "--model-size",
+            "large",
+            "--test_input",
+            r#"{"input": {"echo": {"value": 3}}}"#,
+            "-v",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "{\"output\":3}\n");
+    assert!(
+        stderr.contains(
+            "ignoring command-line arguments the worker does not read: --model-size large -v"
+        ),
+        "{stderr}"
+    );
+}

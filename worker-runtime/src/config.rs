@@ -42,11 +42,65 @@ pub(crate) struct Args {
     pub(crate) api_concurrency: usize,
 }
 
+/// The flags the worker reads, and whether each takes a value.
+const FLAGS: &[(&str, bool)] = &[
+    ("--test_input", true),
+    ("--rp_log_level", true),
+    ("--rp_serve_api", false),
+    ("--rp_api_host", true),
+    ("--rp_api_port", true),
+    ("--rp_api_concurrency", true),
+    ("--help", false),
+    ("-h", false),
+];
+
+/// The arguments the worker did not recognise, for the user's code ([`crate::args`]).
+static OTHER_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 impl Args {
-    /// Parse the process's flags; on a bad flag, print clap's message and exit 2.
+    /// Parse the process's flags. Arguments the worker does not know are left to the user's
+    /// code (`worker::args()`, and a warning once logging is up), as the Python SDK's
+    /// `parse_known_args` does; a known flag with a bad value prints clap's message and exits 2.
     pub(crate) fn from_env() -> Args {
-        Args::parse()
+        let all: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let (known, other) = split_known(&all);
+        let _ = OTHER_ARGS.set(other);
+        Args::parse_from(known)
     }
+
+    /// The arguments [`from_env`](Self::from_env) left out.
+    pub(crate) fn other() -> &'static [String] {
+        OTHER_ARGS.get().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// `args` (the program name first) split into the worker's own flags (with their values, as
+/// `--flag value` or `--flag=value`) and everything else, in order.
+fn split_known(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut known = Vec::new();
+    let mut other = Vec::new();
+    let mut items = args.iter();
+    if let Some(program) = items.next() {
+        known.push(program.clone());
+    }
+    while let Some(arg) = items.next() {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+        match FLAGS.iter().find(|(flag, _)| *flag == name) {
+            Some((_, takes_value)) => {
+                known.push(arg.clone());
+                if *takes_value
+                    && !arg.contains('=')
+                    && let Some(value) = items.next()
+                {
+                    known.push(value.clone());
+                }
+            }
+            None => other.push(arg.clone()),
+        }
+    }
+    (known, other)
 }
 
 /// Where to read environment variables from (the process, or a map in tests).
@@ -263,6 +317,33 @@ fn check_url(name: &str, url: &str) -> Result<Url, Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_arguments_are_left_to_the_user() {
+        let args = |list: &[&str]| -> Vec<String> { list.iter().map(|s| s.to_string()).collect() };
+        let (known, other) = super::split_known(&args(&[
+            "worker",
+            "--model",
+            "big",
+            "--test_input",
+            "{\"input\": 1}",
+            "-v",
+            "--rp_log_level=DEBUG",
+            "--rp_serve_api",
+            "extra",
+        ]));
+        assert_eq!(
+            known,
+            args(&[
+                "worker",
+                "--test_input",
+                "{\"input\": 1}",
+                "--rp_log_level=DEBUG",
+                "--rp_serve_api"
+            ])
+        );
+        assert_eq!(other, args(&["--model", "big", "-v", "extra"]));
+    }
+
     use super::*;
     use std::collections::HashMap;
 

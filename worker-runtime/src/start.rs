@@ -147,6 +147,22 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// The command-line arguments the worker itself does not read (its flags are `--test_input`,
+/// `--rp_log_level`, `--rp_serve_api`, `--rp_api_host`, `--rp_api_port`,
+/// `--rp_api_concurrency`), in order, for the user's own code: the worker ignores them with a
+/// warning instead of exiting. Empty before the worker started.
+///
+/// ```no_run
+/// #[worker::handler]
+/// fn generate(input: String) -> String {
+///     let verbose = worker::args().iter().any(|a| a == "--verbose");
+///     if verbose { format!("input: {input}") } else { input }
+/// }
+/// ```
+pub fn args() -> &'static [String] {
+    Args::other()
+}
+
 /// Run `handler` as a worker; see [`Worker::run`].
 ///
 /// ```no_run
@@ -196,6 +212,13 @@ impl Started {
             (_, false) => (LogFormat::Text, LogTarget::Stdout),
         };
         logging::init(level, format, target);
+        if !Args::other().is_empty() {
+            tracing::warn!(
+                "ignoring command-line arguments the worker does not read: {} (your code can \
+                 read them with worker::args())",
+                Args::other().join(" ")
+            );
+        }
         // The runtime turns on rustls without a crypto provider; install the process's default
         // in every mode, so a handler's own reqwest or rustls clients work in local test mode
         // as they do in production (where the platform client would install it).
