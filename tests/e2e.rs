@@ -249,6 +249,11 @@ async fn two_jobs_run_at_once_with_concurrency_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_failure_reports_unhealthy_and_exits_nonzero() {
     let platform = Platform::start().await;
+    // The job that caused the scale-up is queued before the worker starts: it is taken while
+    // init runs and told why the worker could not start, instead of waiting for its TTL.
+    let queued = platform
+        .submit(json!({"input": {"echo": {"value": 1}}}))
+        .await;
     let mut worker = WorkerProcess::spawn(
         &fixture(),
         &env_with(&platform, &[("FIXTURE_INIT_FAIL", "1")]),
@@ -259,20 +264,21 @@ async fn init_failure_reports_unhealthy_and_exits_nonzero() {
     let ping = platform
         .requests()
         .into_iter()
-        .find(|r| r.path == platform.path("ping"))
+        .find(|r| r.path == platform.path("ping") && r.param("status") == Some("unhealthy"))
         .expect("an unhealthy ping");
-    assert_eq!(ping.param("status"), Some("unhealthy"));
     assert_eq!(ping.param("check"), Some("init"));
     assert_eq!(
         ping.param("reason"),
         Some("std%3A%3Aio%3A%3Aerror%3A%3AError%3A+the+weights+file+is+missing")
     );
-    assert!(
-        !platform
-            .requests()
-            .iter()
-            .any(|r| r.path.contains("job-take")),
-        "no job is taken after a failed init"
+    let job = platform.finished(&queued, LONG).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    let report: Value = serde_json::from_str(job["error"].as_str().unwrap()).unwrap();
+    assert_eq!(report["error_type"], "WorkerInitFailed");
+    assert_eq!(
+        report["error_message"],
+        "the worker could not start: its init function `init` failed: std::io::error::Error: \
+         the weights file is missing"
     );
     let logs = worker.stdout();
     assert!(
@@ -281,6 +287,37 @@ async fn init_failure_reports_unhealthy_and_exits_nonzero() {
         ),
         "{logs}"
     );
+}
+
+/// A slow init does not delay taking: the job queued before the worker started is taken while
+/// init runs, in the pings meanwhile, and runs as soon as init is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_taken_while_init_runs_run_after_it() {
+    let platform = Platform::start().await;
+    let queued = platform
+        .submit(json!({"input": {"echo": {"value": 2}}}))
+        .await;
+    let _worker = WorkerProcess::spawn(
+        &fixture(),
+        &env_with(
+            &platform,
+            &[
+                ("FIXTURE_INIT_SLEEP_MS", "1500"),
+                ("RUNPOD_PING_INTERVAL", "200"),
+            ],
+        ),
+        &[],
+    );
+    // Taken (and pinged as in progress) before init finished.
+    let ping_path = platform.path("ping");
+    platform
+        .wait_for(LONG, "a ping listing the held job", |reqs| {
+            reqs.iter()
+                .any(|r| r.path == ping_path && r.param("job_id") == Some(queued.as_str()))
+                .then_some(())
+        })
+        .await;
+    assert_eq!(json(&platform.done(&queued).await), json!({"output": 2}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -716,5 +753,26 @@ fn unknown_flags_are_ignored_with_a_warning() {
             "ignoring command-line arguments the worker does not read: --model-size large -v"
         ),
         "{stderr}"
+    );
+}
+
+/// Local test mode reports a failed init on its test job too, as production does.
+#[test]
+fn local_mode_reports_a_failed_init_on_the_test_job() {
+    let (code, stdout, stderr) = run_local(
+        &fixture(),
+        &[("FIXTURE_INIT_FAIL", "1")],
+        &["--test_input", r#"{"input": {"echo": {"value": 1}}}"#],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let report = error_report(&serde_json::from_str(stdout.trim()).unwrap());
+    assert_eq!(report["error_type"], "WorkerInitFailed");
+    assert!(
+        report["error_message"]
+            .as_str()
+            .unwrap()
+            .ends_with("failed: std::io::error::Error: the weights file is missing"),
+        "{report}"
     );
 }

@@ -77,6 +77,12 @@ fn init() -> Result<State, std::io::Error> {
     if std::env::var_os("FIXTURE_INIT_PANIC").is_some() {
         panic!("init exploded");
     }
+    if let Some(ms) = std::env::var("FIXTURE_INIT_SLEEP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     Ok(State {
         greeting: "hi".into(),
     })

@@ -46,6 +46,7 @@ mod final_body;
 mod finite;
 mod handler;
 mod heartbeat;
+mod init_gate;
 mod job;
 mod job_loop;
 mod limits;

@@ -137,6 +137,23 @@ pub(crate) async fn run_jobs<H: Handler>(
     }
 }
 
+/// Print each job's result as `failure` (init failed: no handler ran).
+pub(crate) fn print_failed(jobs: Vec<Job>, failure: &crate::report::Failure, limits: Limits) {
+    let mut stdout = std::io::stdout().lock();
+    for job in jobs {
+        let (_, body, _) = encode_final(
+            crate::handler::Outcome::failed(failure.clone()),
+            job.control(),
+            false,
+            ("local", "local"),
+            limits.max_output_bytes,
+        );
+        let _ = stdout.write_all(&body);
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
+}
+
 /// Run every future at once on this task; the outputs in the futures' order.
 async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();

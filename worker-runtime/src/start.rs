@@ -264,39 +264,95 @@ impl Started {
         }
     }
 
-    /// Run `#[worker::init]`; on failure log it with its cause chain, report it on the ping URL
-    /// in production, and give the exit code.
-    async fn init(
-        &self,
-        name: &str,
-        init: fn() -> InitFuture,
-    ) -> Result<&'static (dyn Any + Send + Sync), ExitCode> {
-        if !name.is_empty() {
-            tracing::info!("running init function `{name}`");
-        }
-        let started = std::time::Instant::now();
-        match init().await {
-            Ok(state) => {
-                if !name.is_empty() {
-                    tracing::info!(
-                        "init function `{name}` finished in {:.1?}",
-                        started.elapsed()
-                    );
+    /// Production with `#[worker::init]`: jobs are taken while init runs (see `init_gate`); on
+    /// success they run first, on failure (or a signal first) each is posted failed with the
+    /// reason, then the worker reports unhealthy and exits 1.
+    async fn production<I: InitProvider, H: Handler>(
+        self,
+        settings: Settings,
+        make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure>,
+    ) -> ExitCode {
+        let (Mode::Production(cfg), Some(client)) = (self.mode, self.client) else {
+            return ExitCode::FAILURE;
+        };
+        let cfg = *cfg;
+        let limits = self.limits;
+        let process = Process::start(&cfg, limits);
+        let capacity = match settings.concurrency {
+            Concurrency::Fixed(n) => n.max(1),
+            Concurrency::Dynamic(modifier) => modifier(1).max(1),
+        };
+        let init = run_init(I::NAME, I::init);
+        let (ended, handover) = crate::init_gate::take_while(
+            init,
+            Result::is_ok,
+            (&client, &cfg),
+            capacity,
+            &process.in_flight,
+            &process.shutdown,
+        )
+        .await;
+        let failure = match ended {
+            crate::init_gate::Ended::Init(Ok(state)) => match make_handler(state) {
+                Ok(handler) => {
+                    return run_loop_from(
+                        handler,
+                        cfg,
+                        client,
+                        settings.loop_options(),
+                        limits,
+                        process,
+                        handover,
+                    )
+                    .await;
                 }
-                // The state lives as long as the process: every job borrows it.
-                Ok(Box::leak(state))
-            }
-            Err(failure) => {
-                tracing::error!(
-                    "init function `{name}` failed: {failure}\n{}",
-                    failure.traceback()
+                Err(failure) => {
+                    tracing::error!("could not build the handler `{}`: {failure}", settings.name);
+                    failure
+                }
+            },
+            crate::init_gate::Ended::Init(Err(failure)) => failure,
+            crate::init_gate::Ended::Stopped => {
+                let failure = Failure::new(
+                    "WorkerShutdown",
+                    "the worker was stopped (SIGTERM) before its init function finished; the job \
+                     was not run",
                 );
-                if let (Mode::Production(cfg), Some(client)) = (&self.mode, &self.client) {
-                    heartbeat::report_unhealthy(client, cfg, "init", &failure.to_string()).await;
-                }
-                Err(ExitCode::FAILURE)
+                crate::init_gate::fail_held(
+                    handover.jobs,
+                    &failure,
+                    (&client, &cfg),
+                    &process.in_flight,
+                    limits.max_output_bytes,
+                )
+                .await;
+                logging::flush();
+                return ExitCode::SUCCESS;
             }
+        };
+        let reported = init_failure(I::NAME, &failure);
+        crate::init_gate::fail_held(
+            handover.jobs,
+            &reported,
+            (&client, &cfg),
+            &process.in_flight,
+            limits.max_output_bytes,
+        )
+        .await;
+        heartbeat::report_unhealthy(&client, &cfg, "init", &failure.to_string()).await;
+        logging::flush();
+        ExitCode::FAILURE
+    }
+
+    /// `#[worker::init]` failed outside production: local test mode prints each test job's
+    /// result as failed with the reason (as a job taken in production is told), then exit 1.
+    fn init_failed(&self, name: &str, failure: &Failure, settings: &Settings) -> ExitCode {
+        if let Mode::LocalTest { test_input } = &self.mode
+            && let Ok(jobs) = local::read_test_jobs(test_input.clone(), settings.test_input)
+        {
+            local::print_failed(jobs, &init_failure(name, failure), self.limits);
         }
+        ExitCode::FAILURE
     }
 }
 
@@ -308,21 +364,68 @@ pub(crate) async fn run_loop<H: Handler>(
     options: LoopOptions,
     limits: Limits,
 ) -> ExitCode {
-    let in_flight = Arc::new(InFlight::default());
-    heartbeat::start(&cfg, in_flight.clone());
-    let (trigger, shutdown) = shutdown::channel();
-    shutdown::on_signals(trigger.clone(), limits.shutdown_grace);
+    let process = Process::start(&cfg, limits);
+    run_loop_from(
+        handler,
+        cfg,
+        client,
+        options,
+        limits,
+        process,
+        Default::default(),
+    )
+    .await
+}
+
+/// The heartbeat and signal handling of a production worker, started before init so that jobs
+/// taken while init runs are in the pings and a SIGTERM during init is seen.
+pub(crate) struct Process {
+    in_flight: Arc<InFlight>,
+    trigger: shutdown::ShutdownTrigger,
+    shutdown: shutdown::Shutdown,
+}
+
+impl Process {
+    fn start(cfg: &PlatformConfig, limits: Limits) -> Process {
+        let in_flight = Arc::new(InFlight::default());
+        heartbeat::start(cfg, in_flight.clone());
+        let (trigger, shutdown) = shutdown::channel();
+        shutdown::on_signals(trigger.clone(), limits.shutdown_grace);
+        Process {
+            in_flight,
+            trigger,
+            shutdown,
+        }
+    }
+}
+
+/// [`run_loop`] on a started [`Process`], going on from where the job-takes made while init
+/// ran left off (their jobs run first).
+async fn run_loop_from<H: Handler>(
+    handler: H,
+    cfg: PlatformConfig,
+    client: reqwest::Client,
+    options: LoopOptions,
+    limits: Limits,
+    process: Process,
+    handover: crate::init_gate::Handover,
+) -> ExitCode {
+    let Process {
+        in_flight,
+        trigger,
+        shutdown,
+    } = process;
     // The loop runs as a task, not in the caller's future: `block_on`'s future (the generated
     // `main`, `#[tokio::main]`) lives on the main thread, outside the runtime's worker threads,
     // so every job it spawned and every slot it waited on was a hand-off between threads.
     let looping = tokio::spawn(job_loop::run(
         handler,
-        cfg,
-        client,
+        (cfg, client),
         in_flight,
         options,
         limits,
         (trigger, shutdown),
+        handover,
     ));
     let code = match looping.await {
         Ok(()) => ExitCode::SUCCESS,
@@ -370,9 +473,12 @@ pub fn main<I: InitProvider, H: Handler>(
             Ok(s) => s,
             Err(code) => return code,
         };
-        let state = match started.init(I::NAME, I::init).await {
+        if matches!(started.mode, Mode::Production(_)) {
+            return started.production::<I, H>(settings, make_handler).await;
+        }
+        let state = match run_init(I::NAME, I::init).await {
             Ok(state) => state,
-            Err(code) => return code,
+            Err(failure) => return started.init_failed(I::NAME, &failure, &settings),
         };
         let handler = match make_handler(state) {
             Ok(h) => h,
@@ -386,4 +492,47 @@ pub fn main<I: InitProvider, H: Handler>(
     // Jobs are done and reported; do not wait for blocking threads still running abandoned work.
     runtime.shutdown_background();
     code
+}
+
+/// Run `#[worker::init]` with its log lines; its state leaked to `&'static` (every job borrows
+/// it for the life of the process).
+async fn run_init(
+    name: &str,
+    init: fn() -> InitFuture,
+) -> Result<&'static (dyn Any + Send + Sync), Failure> {
+    if !name.is_empty() {
+        tracing::info!("running init function `{name}`");
+    }
+    let started = std::time::Instant::now();
+    match init().await {
+        Ok(state) => {
+            if !name.is_empty() {
+                tracing::info!(
+                    "init function `{name}` finished in {:.1?}",
+                    started.elapsed()
+                );
+            }
+            Ok(Box::leak(state))
+        }
+        Err(failure) => {
+            tracing::error!(
+                "init function `{name}` failed: {failure}\n{}",
+                failure.traceback()
+            );
+            Err(failure)
+        }
+    }
+}
+
+/// What a job taken while init ran is told when init failed.
+fn init_failure(name: &str, failure: &Failure) -> Failure {
+    Failure::new(
+        "WorkerInitFailed",
+        format!(
+            "the worker could not start: its init function `{name}` failed: {}: {}",
+            failure.error_type(),
+            failure.message()
+        ),
+    )
+    .with_traceback(failure.traceback().to_owned())
 }

@@ -15,12 +15,12 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(super) fn insert(&self, job: &Job) {
+    pub(crate) fn insert(&self, job: &Job) {
         self.lock().push(job.clone());
         self.added.notify_waiters();
     }
 
-    pub(super) fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         let mut jobs = self.lock();
         if let Some(pos) = jobs.iter().position(|j| j.id() == id) {
             jobs.remove(pos);

@@ -34,7 +34,7 @@ use crate::config::PlatformConfig;
 use crate::control::Outbound;
 use crate::handler::Handler;
 use crate::limits::Limits;
-use crate::retry::{Backoff, RetryPolicy};
+use crate::retry::RetryPolicy;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 pub(crate) use self::in_flight::InFlight;
@@ -71,12 +71,12 @@ struct Shared<H> {
 /// in-flight jobs finish and post their results.
 pub(crate) async fn run<H: Handler>(
     handler: H,
-    cfg: PlatformConfig,
-    client: Client,
+    (cfg, client): (PlatformConfig, Client),
     in_flight: Arc<InFlight>,
     options: LoopOptions,
     limits: Limits,
     (stop_taking, shutdown): (ShutdownTrigger, Shutdown),
+    handover: crate::init_gate::Handover,
 ) {
     let retry = RetryPolicy {
         total: limits.post_retry,
@@ -108,7 +108,11 @@ pub(crate) async fn run<H: Handler>(
     });
     let mut slots = Slots::new(held);
     let mut tasks = JoinSet::new();
-    let mut backoff = Backoff::new();
+    let crate::init_gate::Handover {
+        jobs: initial,
+        mut backoff,
+        next_take,
+    } = handover;
     let mut bad_requests = BadRequests::default();
     if held == current {
         tracing::info!(
@@ -122,6 +126,25 @@ pub(crate) async fn run<H: Handler>(
         );
     }
     let stops = tokio::spawn(watch_stops(shared.clone(), shutdown.clone()));
+    // Jobs taken while init ran (already in flight): they run first.
+    for job in initial {
+        job.control()
+            .attach(shared.outbound.clone(), shared.options.aggregate_stream);
+        let permit = slots.semaphore.clone().try_acquire_owned().ok();
+        tasks.spawn(run_job(
+            shared.clone(),
+            job,
+            permit,
+            slots.semaphore.clone(),
+        ));
+    }
+
+    // Where the job-takes made while init ran left off: their pace after failures.
+    if let Some(at) = next_take {
+        shutdown
+            .sleep(at.saturating_duration_since(std::time::Instant::now()))
+            .await;
+    }
 
     'taking: loop {
         if let Some(modifier) = modifier {

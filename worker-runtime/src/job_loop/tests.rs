@@ -86,12 +86,12 @@ impl Harness {
         let (trigger, stop) = shutdown::channel();
         let loop_task = tokio::spawn(job_loop::run(
             handler,
-            cfg,
-            client,
+            (cfg, client),
             Arc::new(InFlight::default()),
             options,
             Limits::default(),
             (trigger.clone(), stop),
+            Default::default(),
         ));
         let base = emulator.endpoint_url();
         Harness {
