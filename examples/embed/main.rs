@@ -11,13 +11,36 @@
 //! MODEL_DIR=/models/all-MiniLM-L6-v2 ./embed               # in an image
 //! ```
 //!
-//! Input: `{"text": "…"}` or `{"texts": ["…", …]}` (at most [`embed::api::MAX_TEXTS`]; the contract is in
-//! `src/api.rs`). Output: the unit
-//! vector(s), `dimensions`, `model`, and each text's token count; a text longer than the
-//! model's 256-token window is truncated, as sentence-transformers does, and `truncated` says so.
+//! Input: `{"text": "…"}` or `{"texts": ["…", …]}` (at most [`embed::api::MAX_TEXTS`]; the
+//! contract is in `src/api.rs`). Output: the unit vector(s), `dimensions`, `model`, and each
+//! text's token count; a text longer than the model's 256-token window is truncated, as
+//! sentence-transformers does, and `truncated` says so.
+//!
+//! Threads: candle spreads every matmul over all cores, which for a model this small costs
+//! more than it gains (about a fifth of the time is its threads waiting on each other; see
+//! BENCHMARKS.md). So each model call runs on one thread (`RAYON_NUM_THREADS=1`, unless you set
+//! it), and as many batches run at once as there are cores (`concurrency = cores`): twice the
+//! throughput on 2 cores.
+
+use std::process::ExitCode;
 
 use embed::Embedder;
 use embed::api::{Request, Response};
+
+#[allow(unsafe_code)]
+fn main() -> ExitCode {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: nothing else runs yet (the worker's runtime and threads start in
+        // `worker_main`), so no other thread reads the environment meanwhile.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    worker_main()
+}
+
+/// One batch at a time per core (asked as the worker runs; a cgroup's CPU limit counts).
+fn cores(_current: usize) -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// Load the model from `MODEL_DIR` (default: where `scripts/fetch-model.sh` puts it).
 #[worker::init]
@@ -28,7 +51,13 @@ fn load() -> anyhow::Result<Embedder> {
 /// Embed the texts of a batch of jobs: jobs that arrive within 5 ms of each other (up to 32)
 /// share one model call, sorted by length so padding stays small; each job gets its own
 /// vectors, or its own error for a bad request.
-#[worker::handler(batch = 32, batch_wait = "5ms", test_input = "test_input.json")]
+#[worker::handler(
+    batch = 32,
+    batch_wait = "5ms",
+    concurrency = cores,
+    main = false,
+    test_input = "test_input.json"
+)]
 fn embed(
     requests: Vec<Request>,
     model: &Embedder,

@@ -13,12 +13,13 @@
 //! Options (`--help`): `--runs N` (default 3; medians are quoted), `--quick` (1 run, shorter
 //! bursts), `--skip-python`, `--skip-runpod-sdk`,
 //! `--only ceiling,ours,ours-current_thread,ours-logs-off,runpod-sdk,python-sync,python-async`,
-//! `--no-write` (print only).
+//! `--no-write` (print only); `--embed` measures serving a real model instead ([`embed`]).
 //!
 //! This file is the order of things: build, measure, report. [`peers`] builds and installs the
 //! workers, [`process`] launches one, [`measure`] runs the scenarios against it (timed by
 //! [`recorder`], sampled by [`sampling`]), [`report`] turns the samples into the table.
 
+mod embed;
 mod kind;
 mod measure;
 mod peers;
@@ -60,6 +61,10 @@ struct Args {
     /// Print the report only; leave BENCHMARKS.md as it is
     #[arg(long)]
     no_write: bool,
+    /// Instead of the echo table: serving a real model (the embed example's model, unbatched
+    /// and batched) against the Python SDK with sentence-transformers
+    #[arg(long)]
+    embed: bool,
 }
 
 /// A worker's name as `--only` takes it (its slug).
@@ -88,6 +93,16 @@ async fn main() {
     let bench = target.join("bench");
     std::fs::create_dir_all(&bench).expect("target/bench");
     let _ = rustls_provider();
+
+    if args.embed {
+        let options = embed::EmbedOptions {
+            quick,
+            skip_python: args.skip_python,
+            write: !args.no_write,
+        };
+        embed::run_all(&root, &target, options).await;
+        return;
+    }
 
     if let Err(e) = peers::build_ours(&root) {
         eprintln!("{e}");

@@ -164,8 +164,8 @@ pub(crate) fn sizes(paths: &Paths) -> BTreeMap<Kind, f64> {
     sizes
 }
 
-/// A binary's size after `strip` (of a copy), in MB.
-fn stripped_mb(binary: &Path, bench: &Path) -> Option<f64> {
+/// A binary's size after `strip` (of a copy made in `bench`), in MB.
+pub(crate) fn stripped_mb(binary: &Path, bench: &Path) -> Option<f64> {
     let copy = bench.join("stripped");
     std::fs::copy(binary, &copy).ok()?;
     let _ = Command::new("strip").arg(&copy).status();

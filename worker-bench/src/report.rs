@@ -43,7 +43,8 @@ fn shell(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-fn machine() -> String {
+/// The machine, for a report's first line.
+pub(crate) fn machine() -> String {
     let cpu = shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
     let mem = shell("free -g | awk '/Mem:/ {print $2}'");
     format!(
