@@ -39,10 +39,15 @@ fn body(
     };
     let bytes = match &outcome.kind {
         OutcomeKind::Output(raw) => wire::done_body(Ok(stream.as_deref().unwrap_or(raw)), stop_pod),
-        OutcomeKind::Failed(failure) => wire::done_body(
-            Err(&wire::error_report(failure, hostname, worker_id)),
-            stop_pod,
-        ),
+        OutcomeKind::Failed(failure) => match failure.exact_error() {
+            Some(exact) => wire::done_body(Err(wire::ErrorField::Exact(exact)), stop_pod),
+            None => wire::done_body(
+                Err(wire::ErrorField::Report(&wire::error_report(
+                    failure, hostname, worker_id,
+                ))),
+                stop_pod,
+            ),
+        },
     };
     (bytes, stream.is_some())
 }

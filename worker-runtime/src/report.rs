@@ -19,6 +19,8 @@ pub struct Failure {
     pub(crate) error_type: String,
     pub(crate) error_message: String,
     pub(crate) error_traceback: String,
+    /// [`Failure::exact`]: the job's `error` is this JSON text, not the report.
+    pub(crate) exact: Option<String>,
 }
 
 impl Failure {
@@ -31,6 +33,7 @@ impl Failure {
             error_type,
             error_message,
             error_traceback,
+            exact: None,
         }
     }
 
@@ -40,8 +43,48 @@ impl Failure {
         self
     }
 
-    /// A failure from a standard error, its `source()` chain written into the traceback.
+    /// A failed job whose `error` is exactly `error` (a string, or any JSON), instead of
+    /// RunPod's six-key error report: what a Python handler's `return {"error": …}` sends, for
+    /// clients that read `error` themselves. A string is the safe choice: RunPod may treat a
+    /// job whose `error` is not a string as completed (runpod-python#299).
+    ///
+    /// ```
+    /// # #[derive(serde::Deserialize)] struct Prompt { text: String }
+    /// #[worker::handler(main = false)]
+    /// fn generate(input: Prompt) -> Result<String, worker::Failure> {
+    ///     if input.text.is_empty() {
+    ///         return Err(worker::Failure::exact("text is empty"));
+    ///     }
+    ///     Ok(input.text)
+    /// }
+    /// # fn main() { let _ = worker_main; }
+    /// ```
+    ///
+    /// Returning `Ok(json!({"error": …}))` is a *successful* job whose output has an `error`
+    /// field; this is how to fail it.
+    pub fn exact<T: serde::Serialize + ?Sized>(error: &T) -> Failure {
+        let json = serde_json::to_string(error)
+            .unwrap_or_else(|e| format!("\"the job's error could not be serialized: {e}\""));
+        // Logged as the text for a string, else as the JSON.
+        let message = serde_json::from_str::<String>(&json).unwrap_or_else(|_| json.clone());
+        let mut failure = Failure::new("Error", message);
+        failure.exact = Some(json);
+        failure
+    }
+
+    /// The exact `error` JSON of a [`Failure::exact`], if this is one.
+    pub(crate) fn exact_error(&self) -> Option<&serde_json::value::RawValue> {
+        self.exact
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<&serde_json::value::RawValue>(json).ok())
+    }
+
+    /// A failure from a standard error, its `source()` chain written into the traceback. A
+    /// `Failure` (also one inside an `anyhow::Error` or a `Box<dyn Error>`) is itself.
     pub fn from_error(error_type: &str, error: &(dyn StdError + 'static)) -> Failure {
+        if let Some(failure) = error.downcast_ref::<Failure>() {
+            return failure.clone();
+        }
         let error_message = error.to_string();
         let mut traceback = format!("{error_type}: {error_message}");
         let mut source = error.source();
@@ -58,6 +101,7 @@ impl Failure {
             error_type: error_type.to_owned(),
             error_message,
             error_traceback: traceback,
+            exact: None,
         }
     }
 
@@ -72,6 +116,7 @@ impl Failure {
             error_type: error_type.to_owned(),
             error_message: message,
             error_traceback,
+            exact: None,
         }
     }
 
@@ -109,6 +154,11 @@ impl Failure {
             error_type: cut(&self.error_type, max),
             error_message: cut(&self.error_message, max),
             error_traceback: cut(&self.error_traceback, max),
+            exact: self
+                .exact
+                .as_ref()
+                .filter(|json| json.len() <= max)
+                .cloned(),
         }
     }
 }
@@ -285,6 +335,7 @@ fn panic_failure(payload: Box<dyn Any + Send>, captured: Option<CapturedPanic>) 
         error_type: "panic".to_owned(),
         error_message: message,
         error_traceback: traceback,
+        exact: None,
     }
 }
 

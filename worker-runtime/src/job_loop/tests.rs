@@ -570,3 +570,25 @@ async fn empty_takes_answered_at_once_do_not_make_a_hot_loop() {
     assert_eq!(h.finished(&id).await["output"], "quick");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_error_reaches_the_client_as_it_is() {
+    let picky = handler_fn(|input: Value, _job: Job| async move {
+        match input.as_str() {
+            Some("string") => Err(crate::Failure::exact("bad thing")),
+            Some("json") => Err(crate::Failure::exact(&json!({"code": 7}))),
+            _ => Ok(input),
+        }
+    });
+    let h = Harness::start(picky, options(Concurrency::Fixed(1))).await;
+    let id = h.run(json!("string")).await;
+    let done = h.finished(&id).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(
+        done["error"], "bad thing",
+        "the error as the handler chose it"
+    );
+    let id = h.run(json!("json")).await;
+    assert_eq!(h.finished(&id).await["error"], json!({"code": 7}));
+    h.stop().await;
+}

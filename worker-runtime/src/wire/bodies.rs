@@ -39,14 +39,24 @@ struct DoneBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    error: Option<ErrorField<'a>>,
     #[serde(rename = "stopPod", skip_serializing_if = "std::ops::Not::not")]
     stop_pod: bool,
 }
 
-/// A final job-done body: `Ok(output)` or `Err(error)` (the error report's JSON, see
-/// [`error_report`]).
-pub(crate) fn done_body(result: Result<&RawValue, &str>, stop_pod: bool) -> Vec<u8> {
+/// A failed job's `error`: RunPod's report as a JSON string, or exactly the JSON the handler
+/// chose (Python's `return {"error": …}`).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub(crate) enum ErrorField<'a> {
+    /// The error report's JSON text, sent as a string (see [`error_report`]).
+    Report(&'a str),
+    /// Any JSON value, sent as it is.
+    Exact(&'a RawValue),
+}
+
+/// A final job-done body: `Ok(output)` or `Err(error)`.
+pub(crate) fn done_body(result: Result<&RawValue, ErrorField<'_>>, stop_pod: bool) -> Vec<u8> {
     let (output, error) = match result {
         Ok(output) => (Some(output), None),
         Err(error) => (None, Some(error)),
@@ -146,7 +156,7 @@ mod tests {
             r#"{"output":{"a":1},"stopPod":true}"#
         );
         assert_eq!(
-            text(done_body(Err("x"), true)),
+            text(done_body(Err(ErrorField::Report("x")), true)),
             r#"{"error":"x","stopPod":true}"#
         );
         let null = raw("null");
@@ -164,7 +174,8 @@ mod tests {
                 r#"{{"error_type":"ValueError","error_message":"boom","error_traceback":"ValueError: boom","hostname":"host-7","worker_id":"w42","runpod_version":"{VERSION}"}}"#
             )
         );
-        let body: Value = serde_json::from_slice(&done_body(Err(&report), false)).unwrap();
+        let body: Value =
+            serde_json::from_slice(&done_body(Err(ErrorField::Report(&report)), false)).unwrap();
         assert_eq!(body.as_object().unwrap().len(), 1);
         let inner: Value = serde_json::from_str(body["error"].as_str().unwrap()).unwrap();
         assert_eq!(inner["error_message"], "boom");
@@ -217,5 +228,20 @@ mod tests {
             ]
         );
         assert_eq!(post_headers("bad\nid")[2].1, "invalid");
+    }
+
+    #[test]
+    fn an_exact_error_is_sent_as_it_is() {
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        let value = serde_json::value::to_raw_value(&serde_json::json!({"code": 7})).unwrap();
+        assert_eq!(
+            text(done_body(Err(ErrorField::Exact(&value)), false)),
+            r#"{"error":{"code":7}}"#
+        );
+        let string = serde_json::value::to_raw_value("bad thing").unwrap();
+        assert_eq!(
+            text(done_body(Err(ErrorField::Exact(&string)), false)),
+            r#"{"error":"bad thing"}"#
+        );
     }
 }

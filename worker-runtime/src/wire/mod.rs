@@ -11,7 +11,7 @@ mod urls;
 
 pub(crate) use answers::{parse_jobs, parse_stop, snippet};
 pub(crate) use bodies::{
-    done_body, error_report, post_headers, progress_body, stream_chunk, stream_output,
+    ErrorField, done_body, error_report, post_headers, progress_body, stream_chunk, stream_output,
 };
 pub(crate) use urls::Urls;
 
