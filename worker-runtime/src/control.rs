@@ -111,9 +111,6 @@ impl Control {
     /// on a per-job task, in order, so the handler never waits for it.
     pub(crate) fn progress(self: &Arc<Self>, job_id: &str, body: Vec<u8>) {
         let queue = &self.progress;
-        if queue.closed.load(Ordering::SeqCst) {
-            return;
-        }
         let Some(outbound) = self.outbound.get().cloned() else {
             tracing::debug!(
                 "progress update (no platform attached): {}",
@@ -121,8 +118,15 @@ impl Control {
             );
             return;
         };
-        *queue.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+        // The closed check, the update and the posting task's start happen under the task's
+        // lock, which `close_progress` takes to close: an update from a thread still running
+        // after the handler returned is either queued before the close (and posted before the
+        // result) or refused.
         let mut task = queue.task.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        *queue.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
         if task.is_none() {
             let control = self.clone();
             let job_id = job_id.to_owned();
@@ -149,18 +153,16 @@ impl Control {
         queue.wake.notify_one();
     }
 
-    /// Before the final result: stop accepting updates, drop one not yet posted (the result
-    /// supersedes it), and wait for one being posted right now.
+    /// Before the final result: stop accepting updates, and wait until the latest one queued
+    /// is posted (so a handler's last update is seen while the job runs), never after.
     pub(crate) async fn close_progress(&self) {
         let queue = &self.progress;
-        queue.closed.store(true, Ordering::SeqCst);
-        queue
-            .latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let task = {
+            let mut task = queue.task.lock().unwrap_or_else(|p| p.into_inner());
+            queue.closed.store(true, Ordering::SeqCst);
+            task.take()
+        };
         queue.wake.notify_one();
-        let task = queue.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -211,9 +213,43 @@ mod tests {
             Some("final"),
             "{events:?}"
         );
-        // Updates that were superseded before they could be posted were dropped.
+        // Updates that were superseded before they could be posted were dropped; the latest
+        // was posted before the result.
         assert!(events.len() < 10, "{events:?}");
+        assert_eq!(events[events.len() - 2], "49", "{events:?}");
         assert!(!events.contains(&"late".to_owned()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn updates_from_a_thread_still_running_never_follow_the_result() {
+        let recorder = Arc::new(Recorder::default());
+        let control = Arc::new(Control::default());
+        control.attach(recorder.clone(), false);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (control, stop) = (control.clone(), stop.clone());
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::spawn(move || {
+                let _guard = runtime.enter();
+                let mut step = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    control.progress("j", format!("{step}").into_bytes());
+                    step += 1;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        control.close_progress().await;
+        recorder.events.lock().unwrap().push("final".into());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        let events = recorder.events.lock().unwrap().clone();
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("final"),
+            "an update was posted after the result: {events:?}"
+        );
     }
 
     #[tokio::test]
