@@ -776,3 +776,32 @@ fn local_mode_reports_a_failed_init_on_the_test_job() {
         "{report}"
     );
 }
+
+/// A hung init is bounded by `#[worker::init(timeout = "3s")]` and reported like a failed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_init_is_bounded_by_its_timeout() {
+    let platform = Platform::start().await;
+    let queued = platform
+        .submit(json!({"input": {"echo": {"value": 1}}}))
+        .await;
+    let started = std::time::Instant::now();
+    let mut worker = WorkerProcess::spawn(
+        &fixture(),
+        &env_with(&platform, &[("FIXTURE_INIT_SLEEP_MS", "60000")]),
+        &[],
+    );
+    assert_eq!(worker.exit(LONG).await.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let job = platform.finished(&queued, LONG).await;
+    let report: Value = serde_json::from_str(job["error"].as_str().unwrap()).unwrap();
+    assert_eq!(report["error_type"], "WorkerInitFailed");
+    assert_eq!(
+        report["error_message"],
+        "the worker could not start: its init function `init` failed: InitTimeout: the init \
+         function `init` did not finish within 3s (its `#[worker::init(timeout = …)]`)"
+    );
+}

@@ -69,7 +69,8 @@ struct State {
     greeting: String,
 }
 
-#[worker::init]
+/// At most 3 s: a hung init (`FIXTURE_INIT_SLEEP_MS` above it) is reported as such.
+#[worker::init(timeout = "3s")]
 fn init() -> Result<State, std::io::Error> {
     if std::env::var_os("FIXTURE_INIT_FAIL").is_some() {
         return Err(std::io::Error::other("the weights file is missing"));

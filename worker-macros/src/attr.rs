@@ -189,6 +189,24 @@ fn valid_keys(spec: &[(&'static str, Kind)]) -> String {
     }
 }
 
+/// A duration written as a whole number and a unit: `"500us"` (or `"500µs"`), `"5ms"`, `"30s"`,
+/// `"10m"`, `"1h"`; in microseconds.
+pub(crate) fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "us" | "µs" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" | "min" => 60_000_000,
+        "h" => 3_600_000_000,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
 /// The path generated code starts with: `::worker`, or what `crate = "…"` says.
 pub(crate) fn crate_path(args: &Args, errors: &mut Errors) -> syn::Path {
     match args.get("crate") {

@@ -54,6 +54,10 @@ use proc_macro::TokenStream;
 ///   `#[worker::init]` function returns (`T`, or the `Ok` value of a `Result<T, E>`); without
 ///   an init function, or with one returning another type, it is a compile error. At most one,
 ///   and never `&mut T`: the state is shared by concurrent jobs.
+/// - **Stream**: `StreamSender<T>` (or `&StreamSender<T>`): the handler streams its output,
+///   item by item, and returns `()` or `Result<(), E>`.
+/// - **Batch context** (with `batch = N`): `&[Job]` or `Vec<Job>`, the jobs of the batch in
+///   the inputs' order.
 /// - **Input**: exactly one by-value parameter of any other type `T: DeserializeOwned`,
 ///   deserialized from the job's `input`. A handler without one is rejected; take
 ///   `input: serde_json::Value` to accept anything.
@@ -72,7 +76,17 @@ use proc_macro::TokenStream;
 ///
 /// # Arguments
 ///
-/// - `concurrency = 4`: run up to 4 jobs at once (default 1).
+/// - `concurrency = 4`: run up to 4 jobs at once (default 1); for a batch handler, batches.
+/// - `concurrency = scale`: `fn scale(current: usize) -> usize` decides the concurrency as the
+///   worker runs (the Python SDK's `concurrency_modifier`); asked before every job-take, a
+///   change applies at once.
+/// - `batch = 32`: gather up to 32 jobs into one call of a handler taking `Vec<Input>` (and
+///   optionally `jobs: &[Job]`), returning one output per input (`Vec<T>`, `Vec<Result<T, E>>`
+///   or `Result<Vec<T>, E>`); each job keeps its own result.
+/// - `batch_wait = "5ms"`: start a batch at most this long after its first job arrived
+///   (default 10 ms; `"500us"`, `"1s"`).
+/// - `refresh_worker`: every job asks RunPod for a fresh worker afterwards (`stopPod: true`).
+/// - `return_aggregate_stream`: a streaming handler's final output lists every item it sent.
 /// - `main = false`: generate `fn worker_main() -> std::process::ExitCode` (with the handler's
 ///   visibility) instead of `fn main`, for a crate that has its own `main` or puts the handler
 ///   outside the crate root. Call `worker_main()` from your `main`.
@@ -116,8 +130,12 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// }
 /// ```
 ///
-/// The handler in the same module finds it: a module has at most one `#[worker::init]`. The only
-/// argument is `crate = "…"`, as for [`handler`](macro@handler).
+/// The handler in the same module finds it: a module has at most one `#[worker::init]`.
+///
+/// Arguments: `timeout = "10m"` bounds how long it may run (`"90s"`, `"1h"`; no bound unless
+/// set): a hung init is reported as failed, like an `Err`. On RunPod, jobs taken while init runs
+/// are then told why the worker could not start. `crate = "…"` as for
+/// [`handler`](macro@handler).
 #[proc_macro_attribute]
 pub fn init(attr: TokenStream, item: TokenStream) -> TokenStream {
     init::expand(attr.into(), item.into()).into()

@@ -213,6 +213,8 @@ pub type InitFuture = Pin<Box<dyn Future<Output = Result<State, Failure>> + Send
 pub trait InitProvider {
     /// The init function's name, for messages.
     const NAME: &'static str;
+    /// `#[worker::init(timeout = …)]` in microseconds; 0: no bound.
+    const TIMEOUT_MICROS: u64 = 0;
     /// Run the init function once.
     fn init() -> InitFuture;
 }

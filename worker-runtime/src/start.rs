@@ -282,7 +282,7 @@ impl Started {
             Concurrency::Fixed(n) => n.max(1),
             Concurrency::Dynamic(modifier) => modifier(1).max(1),
         };
-        let init = run_init(I::NAME, I::init);
+        let init = run_init(I::NAME, I::init, I::TIMEOUT_MICROS);
         let (ended, handover) = crate::init_gate::take_while(
             init,
             Result::is_ok,
@@ -476,7 +476,7 @@ pub fn main<I: InitProvider, H: Handler>(
         if matches!(started.mode, Mode::Production(_)) {
             return started.production::<I, H>(settings, make_handler).await;
         }
-        let state = match run_init(I::NAME, I::init).await {
+        let state = match run_init(I::NAME, I::init, I::TIMEOUT_MICROS).await {
             Ok(state) => state,
             Err(failure) => return started.init_failed(I::NAME, &failure, &settings),
         };
@@ -499,12 +499,30 @@ pub fn main<I: InitProvider, H: Handler>(
 async fn run_init(
     name: &str,
     init: fn() -> InitFuture,
+    timeout_micros: u64,
 ) -> Result<&'static (dyn Any + Send + Sync), Failure> {
     if !name.is_empty() {
         tracing::info!("running init function `{name}`");
     }
     let started = std::time::Instant::now();
-    match init().await {
+    let ran = match timeout_micros {
+        0 => init().await,
+        micros => {
+            let bound = std::time::Duration::from_micros(micros);
+            tokio::time::timeout(bound, init())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        "InitTimeout",
+                        format!(
+                            "the init function `{name}` did not finish within {bound:?} (its \
+                             `#[worker::init(timeout = …)]`)"
+                        ),
+                    ))
+                })
+        }
+    };
+    match ran {
         Ok(state) => {
             if !name.is_empty() {
                 tracing::info!(

@@ -29,19 +29,9 @@ pub(crate) struct BatchRole<'a> {
     pub(crate) wait_micros: Option<(u64, proc_macro2::Span)>,
 }
 
-/// `"5ms"`, `"500us"` (or `"500µs"`), `"1s"`: a whole number and a unit, in microseconds.
+/// `batch_wait`'s duration, in microseconds.
 fn parse_wait(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let scale = match unit.trim() {
-        "us" | "µs" => 1,
-        "ms" => 1_000,
-        "s" => 1_000_000,
-        _ => return None,
-    };
-    number.checked_mul(scale)
+    crate::attr::parse_duration(text)
 }
 
 pub(crate) fn validate<'a>(

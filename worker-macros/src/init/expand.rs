@@ -40,6 +40,13 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
             ::core::result::Result::Err(__worker_error) => ::core::result::Result::Err(#failure),
         }
     };
+    let timeout = match options.timeout_micros {
+        Some(micros) => {
+            let micros = proc_macro2::Literal::u64_unsuffixed(micros);
+            quote!(const TIMEOUT_MICROS: u64 = #micros;)
+        }
+        None => quote!(),
+    };
     let call = {
         let no_args = parens_at(quote!(), name.span());
         quote!(#name #no_args)
@@ -77,6 +84,7 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
 
         impl #private::InitProvider for #provider {
             const NAME: &'static str = #name_str;
+            #timeout
             // The value checks wrap user-located expressions in `{ … }`.
             #[allow(unused_braces)]
             fn init() -> #private::InitFuture {
