@@ -18,7 +18,7 @@ const TAKE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Build the shared HTTP client with the platform's headers.
 pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
     let tls = crate::tls::client_config()
-        .map_err(|e| crate::Error::config(format!("could not set up TLS: {e}")))?;
+        .map_err(|e| crate::Error::config(format!("could not set up TLS: {e}")).with_source(e))?;
     let mut headers = HeaderMap::new();
     if !api_key.is_empty() {
         let mut key = HeaderValue::from_str(api_key).map_err(|_| {
@@ -41,7 +41,9 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| crate::Error::config(format!("could not build the HTTP client: {e}")))
+        .map_err(|e| {
+            crate::Error::config(format!("could not build the HTTP client: {e}")).with_source(e)
+        })
 }
 
 /// What a job-take request gave.

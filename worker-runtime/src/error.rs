@@ -1,8 +1,12 @@
 //! The runtime's one error type, and the shape every error type of this crate shares: a kind
 //! to match on and a message that says what to fix.
 
-/// `new(kind, message)`, `kind()`, `Display` (the message) and `std::error::Error` for a
-/// `struct $name { kind: $kind, message: String }`.
+/// The cause kept in an error of this crate (`source()`).
+pub(crate) type Source = Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>;
+
+/// `new(kind, message)`, `with_source`, `kind()`, `Display` (the message) and
+/// `std::error::Error` (with `source()`) for a
+/// `struct $name { kind: $kind, message: String, source: Source }`.
 macro_rules! kinded_error {
     ($name:ident, $kind:ident) => {
         impl $name {
@@ -10,7 +14,18 @@ macro_rules! kinded_error {
                 $name {
                     kind,
                     message: message.into(),
+                    source: None,
                 }
+            }
+
+            /// Keep `cause` as this error's `source()`.
+            #[allow(dead_code)]
+            pub(crate) fn with_source(
+                mut self,
+                cause: impl Into<Box<dyn ::std::error::Error + Send + Sync + 'static>>,
+            ) -> $name {
+                self.source = Some(::std::sync::Arc::from(cause.into()));
+                self
             }
 
             /// What kind of error this is.
@@ -25,7 +40,13 @@ macro_rules! kinded_error {
             }
         }
 
-        impl ::std::error::Error for $name {}
+        impl ::std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn ::std::error::Error + 'static)> {
+                self.source
+                    .as_deref()
+                    .map(|e| e as &(dyn ::std::error::Error + 'static))
+            }
+        }
     };
 }
 #[allow(unused_imports)] // used by the feature-gated `download` and `storage` modules
@@ -53,6 +74,7 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    source: Source,
 }
 
 /// What kind of [`Error`] this is.
@@ -63,12 +85,8 @@ pub enum ErrorKind {
     Config,
     /// A JSON value is not a job (`id` and `input` are required).
     InvalidJob,
-    /// `#[worker::init]` failed or panicked.
-    Init,
     /// The local test input could not be read or parsed.
     TestInput,
-    /// An I/O error, such as failing to bind a local port.
-    Io,
 }
 
 kinded_error!(Error, ErrorKind);

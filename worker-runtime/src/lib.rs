@@ -82,6 +82,21 @@ pub use worker_macros::{handler, init};
 /// JSON values, for handlers whose input or output is any JSON.
 pub use serde_json::{Value, json};
 
+/// tokio's timers (`sleep`, `timeout`, `interval`, `Instant`), re-exported so an async handler
+/// can wait or bound its work without a direct `tokio` dependency.
+///
+/// ```no_run
+/// #[worker::handler]
+/// async fn slow(input: String) -> Result<String, worker::time::error::Elapsed> {
+///     worker::time::timeout(std::time::Duration::from_secs(5), async {
+///         worker::time::sleep(std::time::Duration::from_millis(100)).await;
+///         input
+///     })
+///     .await
+/// }
+/// ```
+pub use tokio::time;
+
 /// Logging macros, re-exported so workers need no direct `tracing` dependency. Lines logged
 /// inside a handler carry the job id.
 pub use tracing;

@@ -55,8 +55,8 @@ pub(crate) fn read_test_jobs(
 /// One job (`{"input": …}`) or a list of them (`[{"input": …}, …]`, ids `local_test_1`, …).
 fn parse_test_jobs(source: &str, text: &str) -> Result<Vec<Job>, Error> {
     let bad = |message: String| Error::new(ErrorKind::TestInput, message);
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad(format!("{source} is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| bad(format!("{source} is not valid JSON: {e}")).with_source(e))?;
     match value {
         Value::Array(items) if items.is_empty() => Err(bad(format!(
             "{source} is an empty list: give one job {{\"input\": {{...}}}} or a list of them"
@@ -241,6 +241,9 @@ mod tests {
         assert_eq!(one(r#"{"id": "mine", "input": 3}"#).id(), "mine");
         let err = |text: &str| parse_test_jobs("t", text).unwrap_err().to_string();
         assert!(err("{").starts_with("t is not valid JSON"));
+        let parse = parse_test_jobs("t", "{").unwrap_err();
+        let source = std::error::Error::source(&parse).expect("the JSON error is the source");
+        assert!(source.is::<serde_json::Error>());
         assert!(err("1").starts_with("t must be a JSON object"));
         assert!(err(r#"{"prompt": 1}"#).starts_with("t has no `input`"));
         assert!(err(r#"{"input": null}"#).starts_with("t has no `input`"));

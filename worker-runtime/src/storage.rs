@@ -83,6 +83,7 @@ impl fmt::Debug for BucketConfig {
 pub struct StorageError {
     kind: StorageErrorKind,
     message: String,
+    source: crate::error::Source,
 }
 
 /// What kind of [`StorageError`] this is.

@@ -50,6 +50,7 @@ pub const MAX_REDIRECTS: usize = 5;
 pub struct DownloadError {
     kind: DownloadErrorKind,
     message: String,
+    source: crate::error::Source,
 }
 
 /// What kind of [`DownloadError`] this is.
