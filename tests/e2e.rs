@@ -805,3 +805,36 @@ async fn a_hung_init_is_bounded_by_its_timeout() {
          function `init` did not finish within 3s (its `#[worker::init(timeout = …)]`)"
     );
 }
+
+/// A cancel that arrives during the shutdown grace period is honoured: the job is stopped (no
+/// result) and the worker exits without waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_shutdown_grace_is_honoured() {
+    let platform = Platform::start().await;
+    let mut worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
+    let id = platform
+        .submit(json!({"input": {"sleep": {"ms": 15000, "value": 0}}}))
+        .await;
+    platform
+        .wait_for(LONG, "the job to start", a_job_runs)
+        .await;
+    worker.signal("TERM");
+    platform
+        .wait_for(LONG, "the shutdown to be logged", |_| {
+            worker.stdout().contains("shutdown requested").then_some(())
+        })
+        .await;
+    let cancelled = std::time::Instant::now();
+    assert_eq!(platform.cancel(&id).await["status"], "CANCELLED");
+    assert_eq!(worker.exit(LONG).await.code(), Some(0));
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(8),
+        "exited {:?} after the cancel",
+        cancelled.elapsed()
+    );
+    let done = format!("{}/{id}", platform.path("job-done"));
+    assert!(
+        !platform.requests().iter().any(|r| r.path == done),
+        "a cancelled job posted a result"
+    );
+}

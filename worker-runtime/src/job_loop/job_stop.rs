@@ -1,5 +1,6 @@
 //! The job-stop long-poll (protocol §6.3): while jobs are in flight, ask the platform which to
-//! cancel, and cancel them.
+//! cancel, and cancel them. It keeps polling after SIGTERM, so a cancel that arrives during the
+//! shutdown grace period is honoured; the loop stops it once every job has ended.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,29 +10,22 @@ use crate::client::{self, Stop};
 use crate::handler::Handler;
 use crate::logging::job_span;
 use crate::retry::Backoff;
-use crate::shutdown::Shutdown;
 
 /// A platform that answers job-stop at once instead of long-polling is asked at most this often.
 const MIN_PERIOD: Duration = Duration::from_secs(1);
 /// The wait after a 429, as the Python SDK.
 const TOO_MANY_REQUESTS_WAIT: Duration = Duration::from_secs(5);
 
-pub(super) async fn watch_stops<H: Handler>(shared: Arc<Shared<H>>, shutdown: Shutdown) {
+pub(super) async fn watch_stops<H: Handler>(shared: Arc<Shared<H>>) {
     let Some(url) = shared.cfg.urls.stop() else {
         tracing::warn!("the job-take URL has no /job-take/ segment: per-job cancellation is off");
         return;
     };
     let mut backoff = Backoff::new();
     loop {
-        tokio::select! {
-            () = shared.in_flight.wait_non_empty() => {}
-            () = shutdown.requested() => return,
-        }
+        shared.in_flight.wait_non_empty().await;
         let asked = Instant::now();
-        let answer = tokio::select! {
-            answer = client::stop(&shared.client, url) => answer,
-            () = shutdown.requested() => return,
-        };
+        let answer = client::stop(&shared.client, url).await;
         match answer {
             Ok(Stop::Jobs(ids)) => {
                 backoff.reset();
@@ -46,16 +40,14 @@ pub(super) async fn watch_stops<H: Handler>(shared: Arc<Shared<H>>, shutdown: Sh
                     }
                 }
                 if none {
-                    shutdown
-                        .sleep(MIN_PERIOD.saturating_sub(asked.elapsed()))
-                        .await;
+                    tokio::time::sleep(MIN_PERIOD.saturating_sub(asked.elapsed())).await;
                 }
             }
-            Ok(Stop::TooManyRequests) => shutdown.sleep(TOO_MANY_REQUESTS_WAIT).await,
+            Ok(Stop::TooManyRequests) => tokio::time::sleep(TOO_MANY_REQUESTS_WAIT).await,
             Err(e) => {
                 let wait = backoff.next_delay();
                 tracing::warn!("job-stop request failed: {e}; retrying in {wait:?}");
-                shutdown.sleep(wait).await;
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -125,7 +125,7 @@ pub(crate) async fn run<H: Handler>(
             shared.cfg.worker_id
         );
     }
-    let stops = tokio::spawn(watch_stops(shared.clone(), shutdown.clone()));
+    let stops = tokio::spawn(watch_stops(shared.clone()));
     // Jobs taken while init ran (already in flight): they run first.
     for job in initial {
         job.control()
