@@ -241,7 +241,7 @@ pub(crate) async fn run_all(root: &Path, target: &Path, options: EmbedOptions) {
     );
     println!("{out}");
     if options.write {
-        write_into(&root.join("BENCHMARKS.md"), &out);
+        crate::report::write_between(&root.join("BENCHMARKS.md"), &out, (BEGIN, END));
     }
 }
 
@@ -437,6 +437,20 @@ fn num(v: Option<f64>) -> String {
     }
 }
 
+/// The best of one side's figure (`pick`: `f64::max` or `f64::min`).
+fn best(
+    results: &[(Config, Figures)],
+    python: bool,
+    figure: impl Fn(&Figures) -> Option<f64>,
+    pick: fn(f64, f64) -> f64,
+) -> Option<f64> {
+    results
+        .iter()
+        .filter(|(c, _)| c.python == python)
+        .filter_map(|(_, f)| figure(f))
+        .reduce(pick)
+}
+
 fn dir_mb(path: &Path) -> Option<f64> {
     let out = Command::new("du").arg("-sb").arg(path).output().ok()?;
     let bytes: f64 = String::from_utf8_lossy(&out.stdout)
@@ -502,11 +516,7 @@ fn render(
             num(f.peak_rss_mb),
         ));
     }
-    let best_python = results
-        .iter()
-        .filter(|(c, _)| c.python)
-        .filter_map(|(_, f)| f.jobs_per_s)
-        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+    let best_python = best(results, true, |f| f.jobs_per_s, f64::max);
     let batched = results
         .iter()
         .find(|(c, _)| c.batch > 0)
@@ -519,16 +529,10 @@ fn render(
             ours / py
         ));
     }
-    let first_result = |python: bool| {
-        results
-            .iter()
-            .filter(|(c, _)| c.python == python)
-            .filter_map(|(_, f)| f.first_result_ms)
-            .fold(None, |a: Option<f64>, b| {
-                Some(a.map_or(b, |a: f64| a.min(b)))
-            })
-    };
-    if let (Some(py), Some(ours)) = (first_result(true), first_result(false)) {
+    if let (Some(py), Some(ours)) = (
+        best(results, true, |f| f.first_result_ms, f64::min),
+        best(results, false, |f| f.first_result_ms, f64::min),
+    ) {
         out.push_str(&format!(
             "Spawn → first result, model load included: ours {:.0} ms, Python {:.0} ms: **{:.2}** \
              of Python's (target ≤ 0.1).\n",
@@ -537,16 +541,10 @@ fn render(
             ours / py
         ));
     }
-    let peak = |python: bool| {
-        results
-            .iter()
-            .filter(|(c, _)| c.python == python)
-            .filter_map(|(_, f)| f.peak_rss_mb)
-            .fold(None, |a: Option<f64>, b| {
-                Some(a.map_or(b, |a: f64| a.max(b)))
-            })
-    };
-    if let (Some(py), Some(ours)) = (peak(true), peak(false)) {
+    if let (Some(py), Some(ours)) = (
+        best(results, true, |f| f.peak_rss_mb, f64::max),
+        best(results, false, |f| f.peak_rss_mb, f64::max),
+    ) {
         out.push_str(&format!(
             "Peak RSS: ours at most {ours:.0} MB, Python at most {py:.0} MB: **{:.2}** of \
              Python's (target ≤ 0.25).\n",
@@ -600,18 +598,6 @@ fn render(
     out.push_str(END);
     out.push('\n');
     out
-}
-
-fn write_into(path: &Path, block: &str) {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => {
-            format!("{}{}{}", &old[..b], block.trim_end(), &old[e + END.len()..])
-        }
-        _ => format!("{}\n\n{}\n", old.trim_end(), block.trim_end()),
-    };
-    std::fs::write(path, new).expect("BENCHMARKS.md");
-    eprintln!("wrote {}", path.display());
 }
 
 #[cfg(test)]

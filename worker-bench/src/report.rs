@@ -341,10 +341,16 @@ impl Report {
 /// Put `block` (from [`Report::render`]) into the file at `path` in place of the previous one
 /// between the markers, or append it when there is none; the rest of the file is left as is.
 pub(crate) fn write_into(path: &Path, block: &str) {
+    write_between(path, block, (BEGIN, END));
+}
+
+/// Put `block` (which starts with `begin` and ends with `end`) into the file at `path` in place
+/// of the previous block between those markers, or append it.
+pub(crate) fn write_between(path: &Path, block: &str, (begin, end): (&str, &str)) {
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{}{}", &old[..b], block.trim_end(), &old[e + END.len()..])
+            format!("{}{}{}", &old[..b], block.trim_end(), &old[e + end.len()..])
         }
         _ => format!("{}\n\n{}\n", old.trim_end(), block.trim_end()),
     };

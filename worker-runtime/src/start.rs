@@ -308,29 +308,21 @@ impl Started {
                 }
                 Err(failure) => {
                     tracing::error!("could not build the handler `{}`: {failure}", settings.name);
-                    failure
+                    Some(failure)
                 }
             },
-            crate::init_gate::Ended::Init(Err(failure)) => failure,
-            crate::init_gate::Ended::Stopped => {
-                let failure = Failure::new(
-                    "WorkerShutdown",
-                    "the worker was stopped (SIGTERM) before its init function finished; the job \
-                     was not run",
-                );
-                crate::init_gate::fail_held(
-                    handover.jobs,
-                    &failure,
-                    (&client, &cfg),
-                    &process.in_flight,
-                    limits.max_output_bytes,
-                )
-                .await;
-                logging::flush();
-                return ExitCode::SUCCESS;
-            }
+            crate::init_gate::Ended::Init(Err(failure)) => Some(failure),
+            crate::init_gate::Ended::Stopped => None,
         };
-        let reported = init_failure(I::NAME, &failure);
+        // What the held jobs are told: why init failed, or that the worker was stopped first.
+        let reported = match &failure {
+            Some(failure) => init_failure(I::NAME, failure),
+            None => Failure::new(
+                "WorkerShutdown",
+                "the worker was stopped (SIGTERM) before its init function finished; the job \
+                 was not run",
+            ),
+        };
         crate::init_gate::fail_held(
             handover.jobs,
             &reported,
@@ -339,9 +331,15 @@ impl Started {
             limits.max_output_bytes,
         )
         .await;
-        heartbeat::report_unhealthy(&client, &cfg, "init", &failure.to_string()).await;
+        let code = match failure {
+            Some(failure) => {
+                heartbeat::report_unhealthy(&client, &cfg, "init", &failure.to_string()).await;
+                ExitCode::FAILURE
+            }
+            None => ExitCode::SUCCESS,
+        };
         logging::flush();
-        ExitCode::FAILURE
+        code
     }
 
     /// `#[worker::init]` failed outside production: local test mode prints each test job's
