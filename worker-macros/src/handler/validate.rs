@@ -181,9 +181,34 @@ pub(crate) fn validate<'a>(
     }
 
     match inputs.as_slice() {
+        // A borrowed input (`&str`, `&Prompt`) is taken for the state; say to take it owned,
+        // on the parameter itself.
+        [] if !states.is_empty() => {
+            for p in &states {
+                let ParamKind::State { reference } = &p.kind else {
+                    continue;
+                };
+                let elem = &reference.elem;
+                let owned = match crate::signature::strip(elem) {
+                    Type::Path(path) if path.path.is_ident("str") => "String".to_owned(),
+                    Type::Slice(slice) => {
+                        format!("Vec<{}>", slice.elem.to_token_stream())
+                    }
+                    other => other.to_token_stream().to_string(),
+                };
+                errors.push(syn::Error::new_spanned(
+                    &p.ty,
+                    format!(
+                        "a handler takes one input parameter, by value: the job's `input` is \
+                         deserialized into it, so it cannot borrow; a `&T` parameter is the \
+                         `#[worker::init]` state. If this is the input, take it owned: `{owned}`"
+                    ),
+                ));
+            }
+        }
         [] => errors.push(syn::Error::new(
             sig.paren_token.span.join(),
-            "a handler takes one input parameter, e.g. `input: serde_json::Value`, deserialized \
+            "a handler takes one input parameter, e.g. `input: worker::Value`, deserialized \
              from the job's `input` (a `&T` parameter is the state and a `&Job` parameter is the \
              job context)",
         )),
@@ -312,15 +337,21 @@ mod tests {
         let none = errors(
             quote!(),
             quote!(
-                async fn f(s: &S, j: &Job) {}
+                async fn f(j: &Job) {}
             ),
         );
         assert_eq!(none.len(), 1);
         assert!(
-            none[0].starts_with(
-                "a handler takes one input parameter, e.g. `input: serde_json::Value`"
-            )
+            none[0].starts_with("a handler takes one input parameter, e.g. `input: worker::Value`")
         );
+        let only_state = errors(
+            quote!(),
+            quote!(
+                async fn f(s: &S, j: &Job) {}
+            ),
+        );
+        assert_eq!(only_state.len(), 1);
+        assert!(only_state[0].ends_with("take it owned: `S`"), "{}", only_state[0]);
         let two = errors(
             quote!(),
             quote!(
@@ -329,6 +360,31 @@ mod tests {
         );
         assert_eq!(two.len(), 2);
         assert!(two[0].contains("got `B`"), "{}", two[0]);
+    }
+
+    #[test]
+    fn a_borrowed_input_is_told_to_take_it_owned() {
+        let e = errors(
+            quote!(),
+            quote!(
+                fn f(text: &str) -> usize {
+                    text.len()
+                }
+            ),
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].ends_with("If this is the input, take it owned: `String`"),
+            "{}",
+            e[0]
+        );
+        let e = errors(
+            quote!(),
+            quote!(
+                fn f(p: &Prompt) {}
+            ),
+        );
+        assert!(e[0].ends_with("take it owned: `Prompt`"), "{}", e[0]);
     }
 
     #[test]
