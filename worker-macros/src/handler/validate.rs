@@ -351,7 +351,11 @@ mod tests {
             ),
         );
         assert_eq!(only_state.len(), 1);
-        assert!(only_state[0].ends_with("take it owned: `S`"), "{}", only_state[0]);
+        assert!(
+            only_state[0].ends_with("take it owned: `S`"),
+            "{}",
+            only_state[0]
+        );
         let two = errors(
             quote!(),
             quote!(
