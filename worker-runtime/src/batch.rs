@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::handler::{Handler, Invocation, Outcome, deserialize_input};
+use crate::handler::{Handler, Invocation, Outcome, deserialize_input, failure_of_error};
 use crate::job::Job;
 use crate::report::{self, Failure};
 
@@ -209,11 +209,7 @@ where
         BatchInvocation::new(async move {
             match future.await {
                 Ok(outputs) => Ok(outputs.iter().map(Outcome::output).collect()),
-                Err(error) => {
-                    let error_type = std::any::type_name::<E>();
-                    let boxed: Box<dyn StdError + Send + Sync + 'static> = error.into();
-                    Err(Failure::from_error(error_type, &*boxed))
-                }
+                Err(error) => Err(failure_of_error(error)),
             }
         })
     }

@@ -242,14 +242,20 @@ where
         Invocation::new(async move {
             match future.await {
                 Ok(output) => Outcome::output(&output),
-                Err(error) => {
-                    let error_type = std::any::type_name::<E>();
-                    let boxed: Box<dyn StdError + Send + Sync + 'static> = error.into();
-                    Outcome::failed(Failure::from_error(error_type, &*boxed))
-                }
+                Err(error) => Outcome::failed(failure_of_error(error)),
             }
         })
     }
+}
+
+/// The failure of an error `handler_fn` or `batch_fn` got: its type name and `source()` chain
+/// (or the `Failure` inside it, as itself).
+pub(crate) fn failure_of_error<E>(error: E) -> Failure
+where
+    E: Into<Box<dyn StdError + Send + Sync + 'static>>,
+{
+    let boxed: Box<dyn StdError + Send + Sync + 'static> = error.into();
+    Failure::from_error(std::any::type_name::<E>(), &*boxed)
 }
 
 /// Deserialize the job's `input` into the handler's input type. The message names the JSON

@@ -15,7 +15,7 @@ use crate::control::Control;
 use crate::final_body::encode_final;
 use crate::handler::Outcome;
 use crate::job::Job;
-use crate::job_loop::InFlight;
+use crate::job_loop::{EMPTY_TAKE_FLOOR, InFlight};
 use crate::report::Failure;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::shutdown::Shutdown;
@@ -23,8 +23,6 @@ use crate::shutdown::Shutdown;
 /// How long a job-take still in flight when init failed (or the worker is stopping) may take to
 /// answer: the jobs in its answer were handed to this worker and must be reported.
 const LAST_TAKE: Duration = Duration::from_secs(5);
-/// The least time between two empty job-take answers (as in the job loop).
-const EMPTY_FLOOR: Duration = Duration::from_millis(100);
 
 /// Where the gate's job-takes left off, for the job loop to go on from: the jobs held, the
 /// back-off after failed takes, and the earliest time of the next take.
@@ -104,7 +102,7 @@ pub(crate) async fn take_while<R>(
             }
             Ok(Take::Jobs(_) | Take::BadRequest) => {
                 backoff.reset();
-                EMPTY_FLOOR.checked_sub(asked.elapsed())
+                EMPTY_TAKE_FLOOR.checked_sub(asked.elapsed())
             }
             Ok(Take::TooManyRequests(wait)) => Some(
                 wait.unwrap_or(Duration::from_secs(5))

@@ -245,10 +245,7 @@ impl Started {
     async fn run<H: Handler>(self, handler: H, settings: Settings) -> ExitCode {
         match self.mode {
             Mode::LocalTest { test_input } => {
-                let concurrency = match settings.concurrency {
-                    Concurrency::Fixed(n) => n.max(1),
-                    Concurrency::Dynamic(modifier) => modifier(1).max(1),
-                };
+                let concurrency = settings.concurrency.initial();
                 match local::read_test_jobs(test_input, settings.test_input) {
                     Ok(jobs) => local::run_jobs(&handler, jobs, concurrency, self.limits).await,
                     Err(e) => fail("test input", &e),
@@ -278,10 +275,7 @@ impl Started {
         let cfg = *cfg;
         let limits = self.limits;
         let process = Process::start(&cfg, limits);
-        let capacity = match settings.concurrency {
-            Concurrency::Fixed(n) => n.max(1),
-            Concurrency::Dynamic(modifier) => modifier(1).max(1),
-        };
+        let capacity = settings.concurrency.initial();
         let init = run_init(I::NAME, I::init, I::TIMEOUT_MICROS);
         let (ended, handover) = crate::init_gate::take_while(
             init,

@@ -7,11 +7,9 @@
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use super::InFlight;
 use tracing::Instrument;
 
-use super::Shared;
+use super::{InFlight, Shared};
 use crate::client;
 use crate::final_body::{encode_final, log_outcome};
 use crate::handler::{Handler, Outcome};

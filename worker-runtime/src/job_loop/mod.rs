@@ -88,9 +88,10 @@ pub(crate) async fn run<H: Handler>(
         urls: cfg.urls.clone(),
         retry,
     });
-    let (mut current, modifier) = match options.concurrency {
-        Concurrency::Fixed(n) => (n.max(1), None),
-        Concurrency::Dynamic(f) => (f(1).max(1), Some(f)),
+    let mut current = options.concurrency.initial();
+    let modifier = match options.concurrency {
+        Concurrency::Fixed(_) => None,
+        Concurrency::Dynamic(f) => Some(f),
     };
     // The slots count jobs held; a batching handler holds several per unit of concurrency.
     let held = handler.jobs_to_hold(current).max(1);
@@ -257,10 +258,10 @@ pub(crate) async fn run<H: Handler>(
     tracing::info!("worker stopped");
 }
 
-/// The least time between two job-takes that came back empty: a platform that answers at once
+/// The least time between two job-takes that came back empty (here and in `init_gate`): a platform that answers at once
 /// instead of holding the request (a misconfigured URL, a platform that does not long-poll)
 /// must not get a hot loop of requests.
-const EMPTY_TAKE_FLOOR: Duration = Duration::from_millis(100);
+pub(crate) const EMPTY_TAKE_FLOOR: Duration = Duration::from_millis(100);
 
 async fn empty_floor(shutdown: &Shutdown, asked: std::time::Instant) {
     let elapsed = asked.elapsed();

@@ -13,6 +13,17 @@ pub(crate) enum Concurrency {
     Dynamic(fn(usize) -> usize),
 }
 
+impl Concurrency {
+    /// The concurrency the worker starts with (at least 1): the fixed value, or what the
+    /// modifier answers for 1.
+    pub(crate) fn initial(self) -> usize {
+        match self {
+            Concurrency::Fixed(n) => n.max(1),
+            Concurrency::Dynamic(modifier) => modifier(1).max(1),
+        }
+    }
+}
+
 /// A semaphore whose size can change while jobs hold permits. Shrinking takes effect as
 /// running jobs finish (their permits are forgotten instead of returned).
 #[derive(Debug)]
