@@ -65,7 +65,9 @@ pub(crate) async fn take_while<R>(
         }
     };
     let ended = loop {
-        if held.len() >= capacity {
+        // One answer with jobs is enough: a take still in flight when init succeeds would hold
+        // those jobs back for a whole long-poll.
+        if !held.is_empty() || held.len() >= capacity {
             tokio::select! {
                 result = &mut init => break Ended::Init(result),
                 () = shutdown.requested() => break Ended::Stopped,
@@ -77,8 +79,13 @@ pub(crate) async fn take_while<R>(
         let taken = tokio::select! {
             result = &mut init => {
                 let bound = if success(&result) { None } else { Some(LAST_TAKE) };
+                // Nothing is held here (see above): on success the take in flight is the loop's
+                // first, awaited unless the worker is stopped.
                 let answer = match bound {
-                    None => Some(take.await),
+                    None => tokio::select! {
+                        answer = take => Some(answer),
+                        () = shutdown.requested() => None,
+                    },
                     Some(bound) => tokio::time::timeout(bound, take).await.ok(),
                 };
                 if let Some(Err(e)) = &answer {
