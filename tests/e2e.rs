@@ -513,6 +513,71 @@ async fn a_second_signal_exits_at_once() {
     assert_eq!(worker.exit(Duration::from_secs(5)).await.code(), Some(1));
 }
 
+/// SIGTERM while a job-take is in flight whose answer already holds a job (the emulator's `late`
+/// fault hands the job out at once and answers 1.5 s later): the worker waits for the answer,
+/// runs the job and posts it, instead of abandoning it to the platform's lost-worker recovery.
+/// Both for the take the job loop makes and for the one made while init ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_take_in_flight_at_sigterm_is_answered_and_its_job_runs() {
+    take_in_flight_at_sigterm(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_take_in_flight_at_init_end_and_sigterm_is_answered_too() {
+    take_in_flight_at_sigterm(false).await;
+}
+
+async fn take_in_flight_at_sigterm(after_start: bool) {
+    use runpod_emulator::{FaultKind, Faults, Route};
+    let platform = Platform::start_with(
+        support::builder().faults(Some(
+            Faults::new(1)
+                .rate(Route::JobTake, FaultKind::Late, 1.0)
+                .slow_max(Duration::from_millis(1500)),
+        )),
+    )
+    .await;
+    let mut worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
+    let takes = |reqs: &[support::RecordedRequest]| {
+        reqs.iter().filter(|r| r.path.contains("/job-take")).count()
+    };
+    // The first take is made while init runs; the loop's own takes come after it answered.
+    let wanted = if after_start { 2 } else { 1 };
+    platform
+        .wait_for(LONG, "a job-take", |reqs| {
+            (takes(reqs) >= wanted
+                && (!after_start || worker.stdout().contains("worker w42 started")))
+            .then_some(())
+        })
+        .await;
+    let id = platform
+        .submit(json!({"input": {"echo": {"value": "taken"}}}))
+        .await;
+    // Handed out: the answer carrying it is on its way.
+    let deadline = std::time::Instant::now() + LONG;
+    while platform.status(&id).await["status"] != "IN_PROGRESS" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job was never handed out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !after_start {
+        assert!(!worker.stdout().contains("started"), "{}", worker.stdout());
+    }
+    worker.signal("TERM");
+    assert_eq!(
+        worker.exit(LONG).await.code(),
+        Some(0),
+        "{}",
+        worker.stdout()
+    );
+    // Finished when the worker exited: nothing was left to the platform's recovery.
+    let job = platform.status(&id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}\n{}", worker.stdout());
+    assert_eq!(job["output"], "taken");
+}
+
 /* ---- local test mode ---- */
 
 #[test]

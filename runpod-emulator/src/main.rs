@@ -36,14 +36,15 @@ struct Args {
     #[arg(long = "faults", value_name = "PROBABILITY")]
     faults: Option<f64>,
     /// One fault rule, `route:kind=probability` (repeatable). Routes: take, done, stream, stop,
-    /// ping, all. Kinds: 429, 500, 502, 503, reset, reset-after, slow, not-json, missing-id,
+    /// ping, all. Kinds: 429, 500, 502, 503, reset, reset-after, slow, stall (read, never
+    /// answered), late (processed at once, answered after --slow-max-ms), not-json, missing-id,
     /// missing-input, bad-batch. Example: --fault done:503=0.1 --fault take:not-json=0.02
     #[arg(long = "fault", value_name = "RULE")]
     fault: Vec<String>,
     /// The seed of the fault PRNG (the same seed draws the same sequence of faults).
     #[arg(long = "fault-seed", default_value_t = 1)]
     fault_seed: u64,
-    /// The longest delay of a `slow` answer, in milliseconds.
+    /// The longest delay of a `slow` answer, and the delay of a `late` one, in milliseconds.
     #[arg(long = "slow-max-ms", default_value_t = 200)]
     slow_max_ms: u64,
     /// The first N job-done posts of every job answer 500.

@@ -15,14 +15,10 @@ use crate::control::Control;
 use crate::final_body::encode_final;
 use crate::handler::Outcome;
 use crate::job::Job;
-use crate::job_loop::{EMPTY_TAKE_FLOOR, InFlight};
+use crate::job_loop::{EMPTY_TAKE_FLOOR, InFlight, LAST_TAKE};
 use crate::report::Failure;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::shutdown::Shutdown;
-
-/// How long a job-take still in flight when init failed (or the worker is stopping) may take to
-/// answer: the jobs in its answer were handed to this worker and must be reported.
-const LAST_TAKE: Duration = Duration::from_secs(5);
 
 /// Where the gate's job-takes left off, for the job loop to go on from: the jobs held, the
 /// back-off after failed takes, and the earliest time of the next take.
@@ -43,7 +39,8 @@ pub(crate) enum Ended<R> {
 
 /// Run `init` while taking up to `capacity` jobs. Returns how init ended and the jobs held (also
 /// in `in_flight`). On success a take still in flight is awaited (its answer may hold jobs, and
-/// there is nothing else to run meanwhile); otherwise it gets [`LAST_TAKE`].
+/// there is nothing else to run meanwhile); otherwise, or once the worker is stopped, it gets
+/// [`LAST_TAKE`].
 pub(crate) async fn take_while<R>(
     init: impl Future<Output = R>,
     success: impl Fn(&R) -> bool,
@@ -80,11 +77,14 @@ pub(crate) async fn take_while<R>(
             result = &mut init => {
                 let bound = if success(&result) { None } else { Some(LAST_TAKE) };
                 // Nothing is held here (see above): on success the take in flight is the loop's
-                // first, awaited unless the worker is stopped.
+                // first, awaited; once the worker is stopped, for [`LAST_TAKE`] at most (its
+                // answer may already hold jobs, which then run in the shutdown grace).
                 let answer = match bound {
                     None => tokio::select! {
-                        answer = take => Some(answer),
-                        () = shutdown.requested() => None,
+                        answer = &mut take => Some(answer),
+                        () = shutdown.requested() => {
+                            tokio::time::timeout(LAST_TAKE, take).await.ok()
+                        }
                     },
                     Some(bound) => tokio::time::timeout(bound, take).await.ok(),
                 };

@@ -49,6 +49,11 @@ impl Shutdown {
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
+    /// Whether a shutdown was requested.
+    pub(crate) fn is_requested(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     /// Resolves once the grace period of a shutdown is over.
     pub(crate) async fn grace_expired(&self) {
         let mut rx = self.expired.clone();

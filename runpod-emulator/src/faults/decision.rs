@@ -102,6 +102,13 @@ impl Instrument {
         })
     }
 
+    /// How long a [`FaultKind::Late`] answer is held back, from the plan in force.
+    pub(super) fn late_delay(&self) -> Duration {
+        self.lock_faults()
+            .as_ref()
+            .map_or(Duration::ZERO, |a| a.plan.slow_max)
+    }
+
     /// The `Retry-After` of injected 429s, from the plan in force.
     pub(super) fn retry_after(&self) -> Option<u64> {
         self.lock_faults().as_ref().and_then(|a| a.plan.retry_after)

@@ -77,6 +77,11 @@ pub(crate) async fn instrument(State(app): State<Arc<App>>, req: Request, next: 
                 std::future::pending::<()>().await;
                 unreachable!("a stalled request is never answered")
             }
+            FaultKind::Late => {
+                let response = handle(req).await;
+                tokio::time::sleep(ins.late_delay()).await;
+                response
+            }
             FaultKind::NotJson => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

@@ -129,6 +129,10 @@ pub enum FaultKind {
     /// The request is read and never answered: the connection stays open until the worker
     /// gives up on it (a stalled keep-alive connection). Not part of [`Faults::mixed`].
     Stall,
+    /// The request is processed at once (a job-take hands its jobs out), and its answer is held
+    /// back for [`Faults::slow_max`]: a job-take in flight when the worker is told to stop may
+    /// already hold jobs. Not part of [`Faults::mixed`].
+    Late,
     /// job-take only: 200 with a body that is not JSON (no job is handed out).
     NotJson,
     /// job-take only: 200 with a job that has no `id`.
@@ -140,7 +144,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 12] = [
+    const ALL: [FaultKind; 13] = [
         FaultKind::TooManyRequests,
         FaultKind::InternalError,
         FaultKind::BadGateway,
@@ -149,6 +153,7 @@ impl FaultKind {
         FaultKind::ResetAfter,
         FaultKind::Slow,
         FaultKind::Stall,
+        FaultKind::Late,
         FaultKind::NotJson,
         FaultKind::MissingId,
         FaultKind::MissingInput,
@@ -166,6 +171,7 @@ impl FaultKind {
             FaultKind::ResetAfter => "reset-after",
             FaultKind::Slow => "slow",
             FaultKind::Stall => "stall",
+            FaultKind::Late => "late",
             FaultKind::NotJson => "not-json",
             FaultKind::MissingId => "missing-id",
             FaultKind::MissingInput => "missing-input",
@@ -264,7 +270,8 @@ impl Faults {
         self
     }
 
-    /// The longest delay of a [`FaultKind::Slow`] answer (default 200 ms).
+    /// The longest delay of a [`FaultKind::Slow`] answer, and the delay of a [`FaultKind::Late`]
+    /// one (default 200 ms).
     pub fn slow_max(mut self, max: Duration) -> Faults {
         self.slow_max = max;
         self

@@ -148,6 +148,10 @@ pub(crate) async fn run<H: Handler>(
     }
 
     'taking: loop {
+        // A select below may find a free slot and a shutdown both ready: stopping wins.
+        if shutdown.is_requested() {
+            break;
+        }
         if let Some(modifier) = modifier {
             current = modifier(current).max(1);
             slots.resize(shared.handler.jobs_to_hold(current));
@@ -190,9 +194,25 @@ pub(crate) async fn run<H: Handler>(
         let free = permits.len();
         let job_in_progress = !shared.in_flight.is_empty();
         let asked = std::time::Instant::now();
+        let take = client::take(&shared.client, &shared.cfg, free, job_in_progress);
+        tokio::pin!(take);
         let taken = tokio::select! {
-            taken = client::take(&shared.client, &shared.cfg, free, job_in_progress) => taken,
-            () = shutdown.requested() => break,
+            taken = &mut take => taken,
+            () = shutdown.requested() => {
+                // The platform may already have handed this take jobs (it answers a long-poll
+                // the moment it assigns one): abandoning it would leave them to its lost-worker
+                // recovery. Wait for the answer while running jobs finish, then [`LAST_TAKE`]
+                // more, within the grace; the jobs it holds run as any others do.
+                let drained = async {
+                    while tasks.join_next().await.is_some() {}
+                    tokio::time::sleep(LAST_TAKE).await;
+                };
+                tokio::select! {
+                    taken = &mut take => taken,
+                    () = drained => break,
+                    () = shutdown.grace_expired() => break,
+                }
+            }
         };
         match taken {
             Ok(Take::Jobs(jobs)) if jobs.is_empty() => {
@@ -257,6 +277,12 @@ pub(crate) async fn run<H: Handler>(
     stops.abort();
     tracing::info!("worker stopped");
 }
+
+/// How long a job-take still in flight when the worker stops (SIGTERM, a refresh, init's end
+/// in `init_gate`) may take to answer once nothing else is running: the platform answers a
+/// long-poll as soon as it hands out a job, so an answer holding jobs is at most a round trip
+/// away, and an idle worker's exit is not held for a whole long-poll.
+pub(crate) const LAST_TAKE: Duration = Duration::from_secs(2);
 
 /// The least time between two job-takes that came back empty (here and in `init_gate`): a platform that answers at once
 /// instead of holding the request (a misconfigured URL, a platform that does not long-poll)
