@@ -280,6 +280,7 @@ async fn init_failure_reports_unhealthy_and_exits_nonzero() {
         "the worker could not start: its init function `init` failed: std::io::error::Error: \
          the weights file is missing"
     );
+    assert_init_lines(&report);
     let logs = worker.stdout();
     assert!(
         logs.contains(
@@ -840,6 +841,20 @@ fn local_mode_reports_a_failed_init_on_the_test_job() {
             .ends_with("failed: std::io::error::Error: the weights file is missing"),
         "{report}"
     );
+    assert_init_lines(&report);
+}
+
+/// A failed init's report ends with the lines its init logged (the fixture logs two, one from
+/// another thread), and none of the runtime's own.
+fn assert_init_lines(report: &Value) {
+    let traceback = report["error_traceback"].as_str().unwrap();
+    assert!(
+        traceback.ends_with(
+            "the last 2 line(s) the init function `init` logged:\n  INFO  loading the weights \
+             from /models/fixture.safetensors\n  WARN  no weights in /models\n"
+        ),
+        "{traceback}"
+    );
 }
 
 /// A hung init is bounded by `#[worker::init(timeout = "3s")]` and reported like a failed one.
@@ -868,6 +883,14 @@ async fn a_hung_init_is_bounded_by_its_timeout() {
         report["error_message"],
         "the worker could not start: its init function `init` failed: InitTimeout: the init \
          function `init` did not finish within 3s (its `#[worker::init(timeout = …)]`)"
+    );
+    // What it was doing when it hung.
+    assert!(
+        report["error_traceback"]
+            .as_str()
+            .unwrap()
+            .ends_with("logged:\n  INFO  loading the weights from /models/fixture.safetensors\n"),
+        "{report}"
     );
 }
 

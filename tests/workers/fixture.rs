@@ -72,7 +72,10 @@ struct State {
 /// At most 3 s: a hung init (`FIXTURE_INIT_SLEEP_MS` above it) is reported as such.
 #[worker::init(timeout = "3s")]
 fn init() -> Result<State, std::io::Error> {
+    worker::tracing::info!("loading the weights from /models/fixture.safetensors");
     if std::env::var_os("FIXTURE_INIT_FAIL").is_some() {
+        // From another thread too: init's lines are kept whichever thread logs them.
+        let _ = std::thread::spawn(|| worker::tracing::warn!("no weights in /models")).join();
         return Err(std::io::Error::other("the weights file is missing"));
     }
     if std::env::var_os("FIXTURE_INIT_PANIC").is_some() {

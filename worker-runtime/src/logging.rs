@@ -248,8 +248,68 @@ where
         .with_writer(writer);
     let _ = tracing_subscriber::registry()
         .with(JobFieldsLayer)
+        .with(InitLinesLayer.with_filter(filter.clone()))
         .with(fmt.with_filter(filter))
         .try_init();
+}
+
+/// The most lines of init's log kept for the report of an init failure, and their longest.
+const INIT_LINES: usize = 20;
+const INIT_LINE_CHARS: usize = 300;
+
+/// Whether init's lines are being kept: one relaxed load per event otherwise.
+static CAPTURING: AtomicBool = AtomicBool::new(false);
+static CAPTURED: Mutex<std::collections::VecDeque<String>> =
+    Mutex::new(std::collections::VecDeque::new());
+
+/// Keep the last lines logged while `#[worker::init]` runs (by the user's code and any thread
+/// it started; not the runtime's own lines), for [`init_lines`]. Only with the runtime's own
+/// subscriber; a program that installed its own keeps its lines to itself.
+pub(crate) fn capture_init_lines() {
+    CAPTURED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    CAPTURING.store(true, Ordering::Release);
+}
+
+/// Stop keeping lines; the last ones kept, oldest first.
+pub(crate) fn init_lines() -> Vec<String> {
+    CAPTURING.store(false, Ordering::Release);
+    std::mem::take(&mut *CAPTURED.lock().unwrap_or_else(|p| p.into_inner())).into()
+}
+
+struct InitLinesLayer;
+
+impl<S: Subscriber> Layer<S> for InitLinesLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !CAPTURING.load(Ordering::Relaxed) {
+            return;
+        }
+        let target = event.metadata().target();
+        // The runtime's own lines (job-takes while init runs, "running init function") are not
+        // init's; its download and storage helpers, used by init, are.
+        if target.starts_with("worker::")
+            && !["worker::download", "worker::storage"]
+                .iter()
+                .any(|t| target.starts_with(t))
+        {
+            return;
+        }
+        let mut message = Message::default();
+        event.record(&mut message);
+        let mut line = format!(
+            "{:<5} {}{}",
+            level_name(event.metadata().level()),
+            message.text,
+            message.extra
+        );
+        if line.chars().count() > INIT_LINE_CHARS {
+            line = line.chars().take(INIT_LINE_CHARS).collect::<String>() + "…";
+        }
+        let mut captured = CAPTURED.lock().unwrap_or_else(|p| p.into_inner());
+        if captured.len() == INIT_LINES {
+            captured.pop_front();
+        }
+        captured.push_back(line);
+    }
 }
 
 /// The span every job runs in; the formatter reads the job id and batch id from it.

@@ -302,15 +302,18 @@ impl Started {
                 }
                 Err(failure) => {
                     tracing::error!("could not build the handler `{}`: {failure}", settings.name);
-                    Some(failure)
+                    Some(InitFailed {
+                        failure,
+                        lines: Vec::new(),
+                    })
                 }
             },
-            crate::init_gate::Ended::Init(Err(failure)) => Some(failure),
+            crate::init_gate::Ended::Init(Err(failed)) => Some(failed),
             crate::init_gate::Ended::Stopped => None,
         };
         // What the held jobs are told: why init failed, or that the worker was stopped first.
         let reported = match &failure {
-            Some(failure) => init_failure(I::NAME, failure),
+            Some(failed) => init_failure(I::NAME, failed),
             None => Failure::new(
                 "WorkerShutdown",
                 "the worker was stopped (SIGTERM) before its init function finished; the job \
@@ -326,8 +329,9 @@ impl Started {
         )
         .await;
         let code = match failure {
-            Some(failure) => {
-                heartbeat::report_unhealthy(&client, &cfg, "init", &failure.to_string()).await;
+            Some(failed) => {
+                heartbeat::report_unhealthy(&client, &cfg, "init", &failed.failure.to_string())
+                    .await;
                 ExitCode::FAILURE
             }
             None => ExitCode::SUCCESS,
@@ -338,11 +342,11 @@ impl Started {
 
     /// `#[worker::init]` failed outside production: local test mode prints each test job's
     /// result as failed with the reason (as a job taken in production is told), then exit 1.
-    fn init_failed(&self, name: &str, failure: &Failure, settings: &Settings) -> ExitCode {
+    fn init_failed(&self, name: &str, failed: &InitFailed, settings: &Settings) -> ExitCode {
         if let Mode::LocalTest { test_input } = &self.mode
             && let Ok(jobs) = local::read_test_jobs(test_input.clone(), settings.test_input)
         {
-            local::print_failed(jobs, &init_failure(name, failure), self.limits);
+            local::print_failed(jobs, &init_failure(name, failed), self.limits);
         }
         ExitCode::FAILURE
     }
@@ -470,7 +474,7 @@ pub fn main<I: InitProvider, H: Handler>(
         }
         let state = match run_init(I::NAME, I::init, I::TIMEOUT_MICROS).await {
             Ok(state) => state,
-            Err(failure) => return started.init_failed(I::NAME, &failure, &settings),
+            Err(failed) => return started.init_failed(I::NAME, &failed, &settings),
         };
         let handler = match make_handler(state) {
             Ok(h) => h,
@@ -492,10 +496,11 @@ async fn run_init(
     name: &str,
     init: fn() -> InitFuture,
     timeout_micros: u64,
-) -> Result<&'static (dyn Any + Send + Sync), Failure> {
+) -> Result<&'static (dyn Any + Send + Sync), InitFailed> {
     if !name.is_empty() {
         tracing::info!("running init function `{name}`");
     }
+    logging::capture_init_lines();
     let started = std::time::Instant::now();
     let ran = match timeout_micros {
         0 => init().await,
@@ -514,6 +519,7 @@ async fn run_init(
                 })
         }
     };
+    let lines = logging::init_lines();
     match ran {
         Ok(state) => {
             if !name.is_empty() {
@@ -529,13 +535,37 @@ async fn run_init(
                 "init function `{name}` failed: {failure}\n{}",
                 failure.traceback()
             );
-            Err(failure)
+            Err(InitFailed { failure, lines })
         }
     }
 }
 
-/// What a job taken while init ran is told when init failed.
-fn init_failure(name: &str, failure: &Failure) -> Failure {
+/// A failed `#[worker::init]`: its error, and the last lines it logged.
+#[derive(Debug)]
+pub(crate) struct InitFailed {
+    failure: Failure,
+    lines: Vec<String>,
+}
+
+/// What a job taken while init ran is told when init failed: the error and its chain, then
+/// init's last log lines in the traceback (what it did before it failed, without the logs).
+fn init_failure(name: &str, failed: &InitFailed) -> Failure {
+    let InitFailed { failure, lines } = failed;
+    let mut traceback = failure.traceback().to_owned();
+    if !lines.is_empty() {
+        if !traceback.is_empty() {
+            traceback.push_str("\n\n");
+        }
+        traceback.push_str(&format!(
+            "the last {} line(s) the init function `{name}` logged:\n",
+            lines.len()
+        ));
+        for line in lines {
+            traceback.push_str("  ");
+            traceback.push_str(line);
+            traceback.push('\n');
+        }
+    }
     Failure::new(
         "WorkerInitFailed",
         format!(
@@ -544,5 +574,5 @@ fn init_failure(name: &str, failure: &Failure) -> Failure {
             failure.message()
         ),
     )
-    .with_traceback(failure.traceback().to_owned())
+    .with_traceback(traceback)
 }
