@@ -579,6 +579,137 @@ async fn take_in_flight_at_sigterm(after_start: bool) {
     assert_eq!(job["output"], "taken");
 }
 
+/* ---- a program with its own main, configured in code ---- */
+
+fn embedded() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_embedded-fixture"))
+}
+
+/// The platform as `NAME=VALUE` arguments: the process gets no RunPod variables at all.
+fn platform_args(platform: &Platform) -> Vec<String> {
+    platform
+        .env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+fn spawn_embedded(platform: &Platform, env: &[(&str, &str)]) -> WorkerProcess {
+    let args = platform_args(platform);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    WorkerProcess::spawn(&embedded(), &env, &args)
+}
+
+/// `Worker::platform` runs the production loop without any RunPod variable set (unset, the
+/// worker would run its local test mode), `with_init`'s state reaches the handler, and after
+/// SIGTERM `try_run` returns `Ok` to the program's own `main`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_configured_in_code_needs_no_environment() {
+    let platform = Platform::start().await;
+    let mut worker = spawn_embedded(&platform, &[]);
+    let id = platform.submit(json!({"input": 10})).await;
+    assert_eq!(json(&platform.done(&id).await), json!({"output": "slept"}));
+    worker.signal("TERM");
+    assert_eq!(
+        worker.exit(LONG).await.code(),
+        Some(0),
+        "{}",
+        worker.stdout()
+    );
+    assert!(
+        worker.stdout().contains("try_run returned Ok"),
+        "{}",
+        worker.stdout()
+    );
+}
+
+/// A failing `with_init`: the queued job is told why (as with `#[worker::init]`), and
+/// `try_run` returns an `Init` error to the program, which decides how to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_run_returns_a_failed_init_after_telling_the_held_jobs() {
+    let platform = Platform::start().await;
+    let queued = platform.submit(json!({"input": 10})).await;
+    let mut worker = spawn_embedded(&platform, &[("FIXTURE_INIT_FAIL", "1")]);
+    assert_eq!(
+        worker.exit(LONG).await.code(),
+        Some(3),
+        "{}",
+        worker.stdout()
+    );
+    let job = platform.finished(&queued, LONG).await;
+    let report: Value = serde_json::from_str(job["error"].as_str().unwrap()).unwrap();
+    assert_eq!(report["error_type"], "WorkerInitFailed", "{report}");
+    assert!(
+        report["error_traceback"]
+            .as_str()
+            .unwrap()
+            .ends_with("logged:\n  INFO  loading the greeting\n"),
+        "{report}"
+    );
+    assert!(
+        worker.stdout().contains(
+            "try_run returned Init: the init function `init` failed: std::io::error::Error: no \
+             greeting today"
+        ),
+        "{}",
+        worker.stdout()
+    );
+}
+
+/// In a program with its own `main` a second signal ends the grace period (the running job is
+/// reported failed at once) and `try_run` returns: the library never exits the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_the_grace_in_a_program_with_its_own_main() {
+    let platform = Platform::start().await;
+    let mut worker = spawn_embedded(&platform, &[]);
+    let id = platform.submit(json!({"input": 60000})).await;
+    let deadline = std::time::Instant::now() + LONG;
+    while platform.status(&id).await["status"] != "IN_PROGRESS" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.signal("TERM");
+    platform
+        .wait_for(LONG, "the worker to log the shutdown", |_| {
+            worker.stdout().contains("shutdown requested").then_some(())
+        })
+        .await;
+    let signalled = std::time::Instant::now();
+    worker.signal("INT");
+    assert_eq!(
+        worker.exit(LONG).await.code(),
+        Some(0),
+        "{}",
+        worker.stdout()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        worker.stdout().contains("try_run returned Ok"),
+        "{}",
+        worker.stdout()
+    );
+    let job = platform.finished(&id, LONG).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("worker shutting down"),
+        "{job}"
+    );
+}
+
 /* ---- local test mode ---- */
 
 #[test]

@@ -176,3 +176,27 @@ async fn a_refresh_keeps_the_local_api_serving() {
         assert_eq!(done["output"], value, "a job after the refresh: {done}");
     }
 }
+
+/// A failed init under `--rp_serve_api`: the local API still comes up, and every job sent to
+/// it fails with the init's reason (as a job held in production is told), not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_init_fails_each_local_job_with_its_reason() {
+    let served = Served::start_binary(&support::fixture(), &[("FIXTURE_INIT_FAIL", "1")]).await;
+    for _ in 0..2 {
+        let done = served
+            .call(
+                reqwest::Method::POST,
+                "runsync",
+                Some(json!({"input": {"echo": {"value": 1}}})),
+            )
+            .await;
+        assert_eq!(done["status"], "FAILED", "{done}");
+        let report: Value = serde_json::from_str(done["error"].as_str().unwrap()).unwrap();
+        assert_eq!(report["error_type"], "WorkerInitFailed", "{report}");
+        assert_eq!(
+            report["error_message"],
+            "the worker could not start: its init function `init` failed: \
+             std::io::error::Error: the weights file is missing"
+        );
+    }
+}

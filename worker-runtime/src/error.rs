@@ -68,8 +68,9 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Why the worker could not start or run: bad configuration, a failed `#[worker::init]`, or an
-/// invalid job given to [`Job::from_json`](crate::Job::from_json).
+/// Why the worker could not start or run ([`Worker::try_run`](crate::Worker::try_run)): bad
+/// configuration, a failed init, a failed local test job; or an invalid job given to
+/// [`Job::from_json`](crate::Job::from_json).
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
@@ -87,6 +88,13 @@ pub enum ErrorKind {
     InvalidJob,
     /// The local test input could not be read or parsed.
     TestInput,
+    /// A local test job failed (its result was printed).
+    TestFailed,
+    /// The init function failed or timed out; the jobs it held were told why.
+    Init,
+    /// The worker could not run: the async runtime or `--rp_serve_api`'s server could not
+    /// start, or the job loop stopped unexpectedly.
+    Runtime,
 }
 
 kinded_error!(Error, ErrorKind);

@@ -52,6 +52,7 @@ mod job_loop;
 mod limits;
 mod local;
 mod logging;
+mod platform;
 mod report;
 mod retry;
 mod serve_api;
@@ -74,6 +75,7 @@ pub use batch::{
 pub use error::{Error, ErrorKind};
 pub use handler::{Handler, HandlerFn, Invocation, Outcome, handler_fn};
 pub use job::Job;
+pub use platform::Platform;
 pub use report::Failure;
 pub use start::{Worker, args, run};
 pub use stream::{StreamError, StreamSender};

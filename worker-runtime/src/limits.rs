@@ -56,6 +56,30 @@ impl Limits {
     }
 }
 
+/// Limits set in code on a [`Worker`](crate::Worker): each replaces its environment variable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LimitOverrides {
+    pub(crate) max_output_bytes: Option<usize>,
+    pub(crate) post_retry: Option<Duration>,
+    pub(crate) post_attempt: Option<Duration>,
+    pub(crate) shutdown_grace: Option<Duration>,
+    pub(crate) cancel_grace: Option<Duration>,
+}
+
+impl LimitOverrides {
+    /// The limits from the environment, then these on top.
+    pub(crate) fn apply(self, env: &impl Env) -> Result<Limits, Error> {
+        let from_env = Limits::from_env(env)?;
+        Ok(Limits {
+            max_output_bytes: self.max_output_bytes.unwrap_or(from_env.max_output_bytes),
+            post_retry: self.post_retry.unwrap_or(from_env.post_retry),
+            post_attempt: self.post_attempt.unwrap_or(from_env.post_attempt),
+            shutdown_grace: self.shutdown_grace.unwrap_or(from_env.shutdown_grace),
+            cancel_grace: self.cancel_grace.unwrap_or(from_env.cancel_grace),
+        })
+    }
+}
+
 /// A whole number, 0 allowed.
 fn whole(env: &impl Env, name: &str, unit: &str) -> Result<Option<u64>, Error> {
     match env.var(name).filter(|v| !v.trim().is_empty()) {

@@ -3,7 +3,6 @@
 //! print each result.
 
 use std::io::Write as _;
-use std::process::ExitCode;
 
 use serde_json::Value;
 use tracing::Instrument;
@@ -98,7 +97,7 @@ fn parse_test_job(source: &str, mut value: Value, default_id: &str) -> Result<Jo
 }
 
 /// Run the test jobs and print each job-done body to stdout, one line per job in the order
-/// given. Exit 0 when every job succeeded, 1 otherwise. A list runs at once, as many jobs as the
+/// given. `Ok` when every job succeeded. A list runs at once, as many jobs as the
 /// worker would hold (a batching handler gathers them into batches). Progress updates and
 /// stream chunks are logged as they happen; a streaming job's result holds every item.
 pub(crate) async fn run_jobs<H: Handler>(
@@ -106,7 +105,7 @@ pub(crate) async fn run_jobs<H: Handler>(
     jobs: Vec<Job>,
     concurrency: usize,
     limits: Limits,
-) -> ExitCode {
+) -> Result<(), Error> {
     let slots = tokio::sync::Semaphore::new(handler.jobs_to_hold(concurrency).max(1));
     let runs = jobs.into_iter().map(|job| {
         let slots = &slots;
@@ -131,9 +130,12 @@ pub(crate) async fn run_jobs<H: Handler>(
     }
     let _ = stdout.flush();
     if failed {
-        ExitCode::FAILURE
+        Err(Error::new(
+            ErrorKind::TestFailed,
+            "a local test job failed (its result is printed above)",
+        ))
     } else {
-        ExitCode::SUCCESS
+        Ok(())
     }
 }
 

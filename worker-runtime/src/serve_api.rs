@@ -2,29 +2,36 @@
 //! worker's process, and the ordinary production loop taking its jobs over loopback. Without
 //! the feature the flag exits with a message saying so.
 
-use std::process::ExitCode;
-
 #[cfg(feature = "serve-api")]
 use crate::config::PlatformConfig;
 use crate::config::ServeApi;
+use crate::error::Error;
+#[cfg(feature = "serve-api")]
+use crate::error::ErrorKind;
 use crate::handler::Handler;
 #[cfg(feature = "serve-api")]
 use crate::job_loop::Concurrency;
 use crate::limits::Limits;
+use crate::shutdown::SecondSignal;
 use crate::start::Settings;
 #[cfg(feature = "serve-api")]
-use crate::start::{fail, run_loop};
+use crate::start::{Process, log_error, run_loop_from};
 #[cfg(feature = "serve-api")]
 use runpod_emulator::Emulator;
 
 /// `--rp_serve_api` in a worker built without the `serve-api` feature.
 #[cfg(not(feature = "serve-api"))]
-pub(crate) async fn serve_api<H: Handler>(_: H, _: Settings, _: ServeApi, _: Limits) -> ExitCode {
-    tracing::error!(
-        "--rp_serve_api needs the `serve-api` feature of worker-runtime (on by default); this \
-         worker was built without it"
-    );
-    ExitCode::FAILURE
+pub(crate) async fn serve_api<H: Handler>(
+    _: H,
+    _: Settings,
+    _: ServeApi,
+    _: Limits,
+    _: SecondSignal,
+) -> Result<(), Error> {
+    let message = "--rp_serve_api needs the `serve-api` feature of worker-runtime (on by \
+                   default); this worker was built without it";
+    tracing::error!("{message}");
+    Err(Error::config(message))
 }
 
 /// `--rp_serve_api`: a local RunPod emulator in this process, and the ordinary production loop
@@ -35,23 +42,20 @@ pub(crate) async fn serve_api<H: Handler>(
     settings: Settings,
     api: ServeApi,
     limits: Limits,
-) -> ExitCode {
-    let emulator = match Emulator::builder()
+    second: SecondSignal,
+) -> Result<(), Error> {
+    let failed = |e: &dyn std::fmt::Display| {
+        log_error("--rp_serve_api", e);
+        Error::new(ErrorKind::Runtime, format!("--rp_serve_api: {e}"))
+    };
+    let emulator = Emulator::builder()
         .bind_host(&api.host, api.port)
         .build()
         .await
-    {
-        Ok(emulator) => emulator,
-        Err(e) => return fail("--rp_serve_api", &e),
-    };
-    let cfg = match PlatformConfig::from_env(&emulator.worker_env("local-worker")) {
-        Ok(cfg) => cfg,
-        Err(e) => return fail("--rp_serve_api", &e),
-    };
-    let client = match crate::client::build(&cfg.api_key) {
-        Ok(client) => client,
-        Err(e) => return fail("configuration", &e),
-    };
+        .map_err(|e| failed(&e))?;
+    let cfg =
+        PlatformConfig::from_env(&emulator.worker_env("local-worker")).map_err(|e| failed(&e))?;
+    let client = crate::client::build(&cfg.api_key).map_err(|e| failed(&e))?;
     let url = emulator.endpoint_url();
     tracing::info!(
         "local RunPod API at {url} — try: curl -X POST {url}/runsync -H 'Content-Type: application/json' -d '{}'",
@@ -63,9 +67,19 @@ pub(crate) async fn serve_api<H: Handler>(
     if let Some(concurrency) = api.concurrency {
         options.concurrency = Concurrency::Fixed(concurrency);
     }
-    let code = run_loop(handler, cfg, client, options, limits).await;
+    let process = Process::start(&cfg, limits, second);
+    let result = run_loop_from(
+        handler,
+        cfg,
+        client,
+        options,
+        limits,
+        process,
+        Default::default(),
+    )
+    .await;
     emulator.shutdown().await;
-    code
+    result
 }
 
 #[cfg(feature = "serve-api")]

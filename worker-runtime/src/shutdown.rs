@@ -1,5 +1,6 @@
 //! Shutdown: SIGTERM and SIGINT (or a job asking for a refresh) stop the taking of jobs; running
-//! jobs get a grace period to finish and post; a second signal exits at once.
+//! jobs get a grace period to finish and post; a second signal exits at once (the generated
+//! `main`) or ends the grace period (a program's own `main`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,14 +70,28 @@ impl Shutdown {
     }
 }
 
-/// On SIGTERM or SIGINT: stop taking jobs and start the grace period; on a second signal, exit
-/// at once.
-pub(crate) fn on_signals(trigger: ShutdownTrigger, grace: Duration) {
+/// What a second SIGTERM/SIGINT does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecondSignal {
+    /// Exit the process at once (code 1): only the generated `main` owns the process.
+    Exit,
+    /// End the grace period now: running jobs are reported failed and `run` returns. A library
+    /// never ends the process of the program that called it.
+    EndGrace,
+}
+
+/// On SIGTERM or SIGINT: stop taking jobs and start the grace period; on a second signal, see
+/// [`SecondSignal`].
+pub(crate) fn on_signals(trigger: ShutdownTrigger, grace: Duration, second: SecondSignal) {
     tokio::spawn(async move {
         wait_for_signal().await;
+        let again = match second {
+            SecondSignal::Exit => "send the signal again to exit now",
+            SecondSignal::EndGrace => "send the signal again to end the grace period now",
+        };
         tracing::info!(
             "shutdown requested: no new jobs will be taken; running jobs have {grace:?} to finish \
-             (send the signal again to exit now)"
+             ({again})"
         );
         trigger.trigger();
         let expire = trigger.clone();
@@ -88,8 +103,17 @@ pub(crate) fn on_signals(trigger: ShutdownTrigger, grace: Duration) {
             expire.expire();
         });
         wait_for_signal().await;
-        tracing::warn!("second shutdown signal: exiting now");
-        std::process::exit(1);
+        match second {
+            SecondSignal::Exit => {
+                tracing::warn!("second shutdown signal: exiting now");
+                crate::logging::flush();
+                std::process::exit(1);
+            }
+            SecondSignal::EndGrace => {
+                tracing::warn!("second shutdown signal: failing the jobs still running now");
+                trigger.expire();
+            }
+        }
     });
 }
 

@@ -2,20 +2,23 @@
 //! the production loop. Both the macro's generated `main` and [`run`] come through here.
 
 use std::any::Any;
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::__private::{InitFuture, InitProvider};
 use crate::config::{self, Args, Mode, PlatformConfig, ProcessEnv};
+use crate::error::{Error, ErrorKind};
 use crate::handler::Handler;
 use crate::heartbeat;
 use crate::job_loop::{self, Concurrency, InFlight, LoopOptions};
-use crate::limits::Limits;
+use crate::limits::{LimitOverrides, Limits};
 use crate::local::{self, EmbeddedTestInput};
 use crate::logging::{self, LogFormat, LogTarget};
+use crate::platform::Platform;
 use crate::report::{self, Failure};
 use crate::serve_api::serve_api;
-use crate::shutdown;
+use crate::shutdown::{self, SecondSignal};
 
 /// What `#[worker::handler(…)]` was told. Built with `const` methods by generated code.
 #[derive(Debug, Clone, Copy)]
@@ -92,19 +95,117 @@ impl Settings {
 ///     worker::Worker::new(echo).concurrency(4).run().await
 /// }
 /// ```
-#[derive(Debug)]
 pub struct Worker<H> {
-    handler: H,
+    source: Source<H>,
     settings: Settings,
+    platform: Option<Platform>,
+    limits: LimitOverrides,
+}
+
+impl<H> std::fmt::Debug for Worker<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field(
+                "init",
+                &match &self.source {
+                    Source::Ready(_) => None,
+                    Source::Init { init, .. } => Some(init.name),
+                },
+            )
+            .field("settings", &self.settings)
+            .field("platform", &self.platform)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the handler comes from: given, or built around the state an init function returns.
+enum Source<H> {
+    Ready(H),
+    Init {
+        init: InitStep,
+        make: MakeHandler<H>,
+    },
+}
+
+type MakeHandler<H> =
+    Box<dyn FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure> + Send + 'static>;
+
+/// An init function to run once before the first job.
+pub(crate) struct InitStep {
+    name: &'static str,
+    future: InitFuture,
+    timeout: Option<std::time::Duration>,
 }
 
 impl<H: Handler> Worker<H> {
     /// A worker that runs `handler` for each job, one job at a time.
     pub fn new(handler: H) -> Worker<H> {
+        Worker::from_source(Source::Ready(handler))
+    }
+
+    /// A worker whose handler is built around state that `init` loads once (a model): as
+    /// `#[worker::init]` does, jobs are taken while `init` runs; if it fails, each is posted
+    /// failed with the reason (and the lines `init` logged), and [`try_run`](Self::try_run)
+    /// returns an [`ErrorKind::Init`](crate::ErrorKind::Init) error. A panic in `init` is a
+    /// failure too.
+    ///
+    /// ```no_run
+    /// struct Model { scale: f64 }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::process::ExitCode {
+    ///     let load = async { Ok::<_, std::io::Error>(Model { scale: 2.0 }) };
+    ///     worker::Worker::with_init(load, |model: &'static Model| {
+    ///         worker::handler_fn(move |x: f64, _job: worker::Job| async move {
+    ///             Ok::<_, std::convert::Infallible>(x * model.scale)
+    ///         })
+    ///     })
+    ///     .run()
+    ///     .await
+    /// }
+    /// ```
+    pub fn with_init<S, E, F, M>(init: F, make_handler: M) -> Worker<H>
+    where
+        F: Future<Output = Result<S, E>> + Send + 'static,
+        S: Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        M: FnOnce(&'static S) -> H + Send + 'static,
+    {
+        let future = crate::__private::init_async(async move {
+            match init.await {
+                Ok(state) => Ok(Box::new(state) as crate::__private::State),
+                Err(e) => Err(crate::handler::failure_of_error(e)),
+            }
+        });
+        let make: MakeHandler<H> =
+            Box::new(move |state| crate::__private::state::<S>(state).map(make_handler));
+        Worker::from_source(Source::Init {
+            init: InitStep {
+                name: "init",
+                future,
+                timeout: None,
+            },
+            make,
+        })
+    }
+
+    fn from_source(source: Source<H>) -> Worker<H> {
         Worker {
-            handler,
+            source,
             settings: Settings::new("handler"),
+            platform: None,
+            limits: LimitOverrides::default(),
         }
+    }
+
+    /// Bound the init function of [`with_init`](Self::with_init): one still running after
+    /// `timeout` is reported as failed (`InitTimeout`). No bound by default.
+    pub fn init_timeout(mut self, timeout: std::time::Duration) -> Worker<H> {
+        if let Source::Init { init, .. } = &mut self.source {
+            init.timeout = Some(timeout);
+        }
+        self
     }
 
     /// Run up to `concurrency` jobs at once (at least 1).
@@ -134,16 +235,73 @@ impl<H: Handler> Worker<H> {
         self
     }
 
-    /// Read the command line and environment, then run: one local test job when
-    /// `RUNPOD_WEBHOOK_GET_JOB` is unset or `--test_input` is given, else the production loop
-    /// until SIGTERM/SIGINT. Returns the process's exit code.
-    pub async fn run(self) -> ExitCode {
+    /// Take jobs from this platform: the production loop runs against it whatever the
+    /// environment and the command line say (no local test mode, no `--rp_serve_api`), and
+    /// RunPod's `RUNPOD_WEBHOOK_*`, `RUNPOD_AI_API_KEY`, `RUNPOD_POD_ID` variables are not read.
+    pub fn platform(mut self, platform: Platform) -> Worker<H> {
+        self.platform = Some(platform);
+        self
+    }
+
+    /// After SIGTERM, how long running jobs may take before they are reported failed
+    /// (`WORKER_SHUTDOWN_GRACE_SECONDS`, default 30 s).
+    pub fn shutdown_grace(mut self, grace: std::time::Duration) -> Worker<H> {
+        self.limits.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// How long a result post keeps retrying (`WORKER_POST_RETRY_SECONDS`, default 300 s).
+    pub fn post_retry(mut self, budget: std::time::Duration) -> Worker<H> {
+        self.limits.post_retry = Some(budget);
+        self
+    }
+
+    /// The longest one post attempt waits for its answer (`WORKER_POST_ATTEMPT_SECONDS`,
+    /// default 30 s).
+    pub fn post_attempt(mut self, bound: std::time::Duration) -> Worker<H> {
+        self.limits.post_attempt = Some(bound);
+        self
+    }
+
+    /// The largest result body the platform accepts (`WORKER_MAX_OUTPUT_BYTES`, default
+    /// 20 MB): a larger one fails its job with its size.
+    pub fn max_output_bytes(mut self, bytes: usize) -> Worker<H> {
+        self.limits.max_output_bytes = Some(bytes);
+        self
+    }
+
+    /// After a job is cancelled, how long its handler may go on before it is dropped
+    /// (`WORKER_CANCEL_GRACE_MS`, default 1 s).
+    pub fn cancel_grace(mut self, grace: std::time::Duration) -> Worker<H> {
+        self.limits.cancel_grace = Some(grace);
+        self
+    }
+
+    /// Read the command line and environment, then run: the local test jobs when
+    /// `RUNPOD_WEBHOOK_GET_JOB` is unset or `--test_input` is given, a local API under
+    /// `--rp_serve_api`, else the production loop until SIGTERM/SIGINT (a second signal ends
+    /// the grace period at once; only the macros' generated `main` exits the process on it).
+    ///
+    /// Returns `Ok` when the worker stopped as asked (or every local test job succeeded), else
+    /// why not: bad configuration, a failed init, a failed test job. The error was logged too.
+    pub async fn try_run(self) -> Result<(), Error> {
         report::install_panic_hook();
-        let started = match Started::new(Args::from_env()) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        started.run(self.handler, self.settings).await
+        let started = Started::new(Args::from_env(), self.platform, self.limits)?;
+        started
+            .go(self.source, self.settings, SecondSignal::EndGrace)
+            .await
+    }
+
+    /// [`try_run`](Self::try_run), as the process's exit code (0 or 1).
+    pub async fn run(self) -> ExitCode {
+        exit_code(self.try_run().await)
+    }
+}
+
+fn exit_code(result: Result<(), Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
@@ -187,15 +345,17 @@ struct Started {
 }
 
 impl Started {
-    fn new(args: Args) -> Result<Started, ExitCode> {
-        let level = match config::log_level(&args, &ProcessEnv) {
-            Ok(level) => level,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(ExitCode::from(2));
-            }
+    fn new(
+        args: Args,
+        platform: Option<Platform>,
+        overrides: LimitOverrides,
+    ) -> Result<Started, Error> {
+        let level =
+            config::log_level(&args, &ProcessEnv).inspect_err(|e| eprintln!("error: {e}"))?;
+        let mode = match &platform {
+            Some(platform) => platform.config().map(|cfg| Mode::Production(Box::new(cfg))),
+            None => config::mode(&args, &ProcessEnv),
         };
-        let mode = config::mode(&args, &ProcessEnv);
         let (format, target) = match (
             &mode,
             std::env::var_os("RUNPOD_ENDPOINT_ID").is_some_and(|v| !v.is_empty()),
@@ -212,7 +372,7 @@ impl Started {
             (_, false) => (LogFormat::Text, LogTarget::Stdout),
         };
         logging::init(level, format, target);
-        if !Args::other().is_empty() {
+        if !Args::other().is_empty() && platform.is_none() {
             tracing::warn!(
                 "ignoring command-line arguments the worker does not read: {} (your code can \
                  read them with worker::args())",
@@ -223,18 +383,23 @@ impl Started {
         // in every mode, so a handler's own reqwest or rustls clients work in local test mode
         // as they do in production (where the platform client would install it).
         crate::tls::install_crypto_provider();
-        let mode = mode.map_err(|e| fail("configuration", &e))?;
+        let mode = mode.inspect_err(|e| log_error("configuration", e))?;
         let client = match &mode {
             Mode::Production(cfg) => {
                 if cfg.urls.any_https() {
                     // Read the trust store while init runs and the first job-take connects.
                     crate::tls::load_roots_in_background();
                 }
-                Some(crate::client::build(&cfg.api_key).map_err(|e| fail("configuration", &e))?)
+                Some(
+                    crate::client::build(&cfg.api_key)
+                        .inspect_err(|e| log_error("configuration", e))?,
+                )
             }
             Mode::LocalTest { .. } | Mode::ServeApi(_) => None,
         };
-        let limits = Limits::from_env(&ProcessEnv).map_err(|e| fail("configuration", &e))?;
+        let limits = overrides
+            .apply(&ProcessEnv)
+            .inspect_err(|e| log_error("configuration", e))?;
         Ok(Started {
             mode,
             client,
@@ -242,43 +407,84 @@ impl Started {
         })
     }
 
-    async fn run<H: Handler>(self, handler: H, settings: Settings) -> ExitCode {
-        match self.mode {
-            Mode::LocalTest { test_input } => {
-                let concurrency = settings.concurrency.initial();
-                match local::read_test_jobs(test_input, settings.test_input) {
-                    Ok(jobs) => local::run_jobs(&handler, jobs, concurrency, self.limits).await,
-                    Err(e) => fail("test input", &e),
-                }
-            }
-            Mode::Production(cfg) => {
-                let Some(client) = self.client else {
-                    return ExitCode::FAILURE;
-                };
-                run_loop(handler, *cfg, client, settings.loop_options(), self.limits).await
-            }
-            Mode::ServeApi(api) => serve_api(handler, settings, api, self.limits).await,
+    /// Run in the mode chosen: init (if any) first, except in production, where jobs are taken
+    /// while it runs.
+    async fn go<H: Handler>(
+        self,
+        source: Source<H>,
+        settings: Settings,
+        second: SecondSignal,
+    ) -> Result<(), Error> {
+        let (init, make) = match source {
+            Source::Ready(handler) => return self.run(handler, settings, second).await,
+            Source::Init { init, make } => (init, make),
+        };
+        if matches!(self.mode, Mode::Production(_)) {
+            return self.production(init, make, settings, second).await;
+        }
+        let name = init.name;
+        let built = run_init(init)
+            .await
+            .and_then(|state| make_handler(make, state, &settings));
+        match built {
+            Ok(handler) => self.run(handler, settings, second).await,
+            Err(failed) => self.init_failed(name, failed, settings, second).await,
         }
     }
 
-    /// Production with `#[worker::init]`: jobs are taken while init runs (see `init_gate`); on
-    /// success they run first, on failure (or a signal first) each is posted failed with the
-    /// reason, then the worker reports unhealthy and exits 1.
-    async fn production<I: InitProvider, H: Handler>(
+    async fn run<H: Handler>(
         self,
+        handler: H,
         settings: Settings,
-        make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure>,
-    ) -> ExitCode {
+        second: SecondSignal,
+    ) -> Result<(), Error> {
+        match self.mode {
+            Mode::LocalTest { test_input } => {
+                let concurrency = settings.concurrency.initial();
+                let jobs = local::read_test_jobs(test_input, settings.test_input)
+                    .inspect_err(|e| log_error("test input", e))?;
+                local::run_jobs(&handler, jobs, concurrency, self.limits).await
+            }
+            Mode::Production(cfg) => {
+                let Some(client) = self.client else {
+                    return Err(Error::new(ErrorKind::Runtime, "no platform client"));
+                };
+                let process = Process::start(&cfg, self.limits, second);
+                run_loop_from(
+                    handler,
+                    *cfg,
+                    client,
+                    settings.loop_options(),
+                    self.limits,
+                    process,
+                    Default::default(),
+                )
+                .await
+            }
+            Mode::ServeApi(api) => serve_api(handler, settings, api, self.limits, second).await,
+        }
+    }
+
+    /// Production with an init function: jobs are taken while init runs (see `init_gate`); on
+    /// success they run first, on failure (or a signal first) each is posted failed with the
+    /// reason, then the worker reports unhealthy and returns an `Init` error.
+    async fn production<H: Handler>(
+        self,
+        init: InitStep,
+        make: MakeHandler<H>,
+        settings: Settings,
+        second: SecondSignal,
+    ) -> Result<(), Error> {
         let (Mode::Production(cfg), Some(client)) = (self.mode, self.client) else {
-            return ExitCode::FAILURE;
+            return Err(Error::new(ErrorKind::Runtime, "no platform client"));
         };
         let cfg = *cfg;
         let limits = self.limits;
-        let process = Process::start(&cfg, limits);
+        let process = Process::start(&cfg, limits, second);
         let capacity = settings.concurrency.initial();
-        let init = run_init(I::NAME, I::init, I::TIMEOUT_MICROS);
+        let name = init.name;
         let (ended, handover) = crate::init_gate::take_while(
-            init,
+            run_init(init),
             Result::is_ok,
             (&client, &cfg),
             capacity,
@@ -286,34 +492,29 @@ impl Started {
             &process.shutdown,
         )
         .await;
-        let failure = match ended {
-            crate::init_gate::Ended::Init(Ok(state)) => match make_handler(state) {
-                Ok(handler) => {
-                    return run_loop_from(
-                        handler,
-                        cfg,
-                        client,
-                        settings.loop_options(),
-                        limits,
-                        process,
-                        handover,
-                    )
-                    .await;
+        let failed = match ended {
+            crate::init_gate::Ended::Init(ran) => {
+                match ran.and_then(|state| make_handler(make, state, &settings)) {
+                    Ok(handler) => {
+                        return run_loop_from(
+                            handler,
+                            cfg,
+                            client,
+                            settings.loop_options(),
+                            limits,
+                            process,
+                            handover,
+                        )
+                        .await;
+                    }
+                    Err(failed) => Some(failed),
                 }
-                Err(failure) => {
-                    tracing::error!("could not build the handler `{}`: {failure}", settings.name);
-                    Some(InitFailed {
-                        failure,
-                        lines: Vec::new(),
-                    })
-                }
-            },
-            crate::init_gate::Ended::Init(Err(failed)) => Some(failed),
+            }
             crate::init_gate::Ended::Stopped => None,
         };
         // What the held jobs are told: why init failed, or that the worker was stopped first.
-        let reported = match &failure {
-            Some(failed) => init_failure(I::NAME, failed),
+        let reported = match &failed {
+            Some(failed) => init_failure(name, failed),
             None => Failure::new(
                 "WorkerShutdown",
                 "the worker was stopped (SIGTERM) before its init function finished; the job \
@@ -328,49 +529,65 @@ impl Started {
             limits.max_output_bytes,
         )
         .await;
-        let code = match failure {
+        let result = match failed {
             Some(failed) => {
                 heartbeat::report_unhealthy(&client, &cfg, "init", &failed.failure.to_string())
                     .await;
-                ExitCode::FAILURE
+                Err(init_error(name, &failed))
             }
-            None => ExitCode::SUCCESS,
+            None => Ok(()),
         };
         logging::flush();
-        code
+        result
     }
 
-    /// `#[worker::init]` failed outside production: local test mode prints each test job's
-    /// result as failed with the reason (as a job taken in production is told), then exit 1.
-    fn init_failed(&self, name: &str, failed: &InitFailed, settings: &Settings) -> ExitCode {
-        if let Mode::LocalTest { test_input } = &self.mode
-            && let Ok(jobs) = local::read_test_jobs(test_input.clone(), settings.test_input)
-        {
-            local::print_failed(jobs, &init_failure(name, failed), self.limits);
+    /// The init function failed outside production: local test mode prints each test job's
+    /// result as failed with the reason (as a job taken in production is told);
+    /// `--rp_serve_api` serves its local API and fails every job so, until stopped.
+    async fn init_failed(
+        self,
+        name: &str,
+        failed: InitFailed,
+        settings: Settings,
+        second: SecondSignal,
+    ) -> Result<(), Error> {
+        let error = init_error(name, &failed);
+        let failure = init_failure(name, &failed);
+        match self.mode {
+            Mode::LocalTest { test_input } => {
+                if let Ok(jobs) = local::read_test_jobs(test_input, settings.test_input) {
+                    local::print_failed(jobs, &failure, self.limits);
+                }
+            }
+            Mode::ServeApi(api) => {
+                tracing::error!(
+                    "every job sent to this local API fails until the init function is fixed \
+                     and the worker restarted"
+                );
+                let failing = crate::handler::handler_fn(move |_: crate::Value, _| {
+                    std::future::ready(Err::<(), _>(failure.clone()))
+                });
+                let _ = serve_api(failing, settings, api, self.limits, second).await;
+            }
+            Mode::Production(_) => {}
         }
-        ExitCode::FAILURE
+        Err(error)
     }
 }
 
-/// The production loop with its heartbeat and signal handling, until shutdown.
-pub(crate) async fn run_loop<H: Handler>(
-    handler: H,
-    cfg: PlatformConfig,
-    client: reqwest::Client,
-    options: LoopOptions,
-    limits: Limits,
-) -> ExitCode {
-    let process = Process::start(&cfg, limits);
-    run_loop_from(
-        handler,
-        cfg,
-        client,
-        options,
-        limits,
-        process,
-        Default::default(),
-    )
-    .await
+/// Build the handler around init's state (a state of the wrong type is a bug of the caller).
+fn make_handler<H>(
+    make: MakeHandler<H>,
+    state: &'static (dyn Any + Send + Sync),
+    settings: &Settings,
+) -> Result<H, InitFailed> {
+    make(state).map_err(|failure| {
+        tracing::error!("could not build the handler `{}`: {failure}", settings.name);
+        InitFailed {
+            failure,
+            lines: Vec::new(),
+        }
+    })
 }
 
 /// The heartbeat and signal handling of a production worker, started before init so that jobs
@@ -382,11 +599,11 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    fn start(cfg: &PlatformConfig, limits: Limits) -> Process {
+    pub(crate) fn start(cfg: &PlatformConfig, limits: Limits, second: SecondSignal) -> Process {
         let in_flight = Arc::new(InFlight::default());
         heartbeat::start(cfg, in_flight.clone());
         let (trigger, shutdown) = shutdown::channel();
-        shutdown::on_signals(trigger.clone(), limits.shutdown_grace);
+        shutdown::on_signals(trigger.clone(), limits.shutdown_grace, second);
         Process {
             in_flight,
             trigger,
@@ -395,9 +612,9 @@ impl Process {
     }
 }
 
-/// [`run_loop`] on a started [`Process`], going on from where the job-takes made while init
-/// ran left off (their jobs run first).
-async fn run_loop_from<H: Handler>(
+/// The production loop on a started [`Process`], going on from where the job-takes made while
+/// init ran left off (their jobs run first), until shutdown.
+pub(crate) async fn run_loop_from<H: Handler>(
     handler: H,
     cfg: PlatformConfig,
     client: reqwest::Client,
@@ -405,7 +622,7 @@ async fn run_loop_from<H: Handler>(
     limits: Limits,
     process: Process,
     handover: crate::init_gate::Handover,
-) -> ExitCode {
+) -> Result<(), Error> {
     let Process {
         in_flight,
         trigger,
@@ -423,101 +640,89 @@ async fn run_loop_from<H: Handler>(
         (trigger, shutdown),
         handover,
     ));
-    let code = match looping.await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("the job loop stopped unexpectedly: {e}");
-            ExitCode::FAILURE
-        }
-    };
+    let result = looping.await.map_err(|e| {
+        tracing::error!("the job loop stopped unexpectedly: {e}");
+        Error::new(
+            ErrorKind::Runtime,
+            format!("the job loop stopped unexpectedly: {e}"),
+        )
+    });
     logging::flush();
-    code
+    result
 }
 
-pub(crate) fn fail(what: &str, error: &dyn std::fmt::Display) -> ExitCode {
+/// Log an error that stops the worker, as `what error: …`.
+pub(crate) fn log_error(what: &str, error: &dyn std::fmt::Display) {
     tracing::error!("{what} error: {error}");
-    ExitCode::FAILURE
-}
-
-fn build_runtime(
-    mut builder: tokio::runtime::Builder,
-) -> Result<tokio::runtime::Runtime, ExitCode> {
-    builder.enable_all().build().map_err(|e| {
-        eprintln!("error: could not start the async runtime: {e}");
-        ExitCode::FAILURE
-    })
 }
 
 /// The `main` of a `#[worker::handler]` binary: build the runtime, read the configuration, run
-/// init once, build the handler around its state, then run.
+/// init once, build the handler around its state, then run. Only here does a second signal
+/// exit the process.
 pub fn main<I: InitProvider, H: Handler>(
     settings: Settings,
-    make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure>,
+    make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure> + Send + 'static,
 ) -> ExitCode {
     report::install_panic_hook();
     let args = Args::from_env();
-    let runtime = match build_runtime(if settings.current_thread {
+    let builder = if settings.current_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-    }) {
-        Ok(rt) => rt,
-        Err(code) => return code,
     };
-    let code = runtime.block_on(async move {
-        let started = match Started::new(args) {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        if matches!(started.mode, Mode::Production(_)) {
-            return started.production::<I, H>(settings, make_handler).await;
+    let runtime = match { builder }.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        let state = match run_init(I::NAME, I::init, I::TIMEOUT_MICROS).await {
-            Ok(state) => state,
-            Err(failed) => return started.init_failed(I::NAME, &failed, &settings),
+    };
+    let result = runtime.block_on(async move {
+        let started = Started::new(args, None, LimitOverrides::default())?;
+        let source = Source::Init {
+            init: InitStep {
+                name: I::NAME,
+                future: I::init(),
+                timeout: match I::TIMEOUT_MICROS {
+                    0 => None,
+                    micros => Some(std::time::Duration::from_micros(micros)),
+                },
+            },
+            make: Box::new(make_handler),
         };
-        let handler = match make_handler(state) {
-            Ok(h) => h,
-            Err(failure) => {
-                tracing::error!("could not build the handler `{}`: {failure}", settings.name);
-                return ExitCode::FAILURE;
-            }
-        };
-        started.run(handler, settings).await
+        started.go(source, settings, SecondSignal::Exit).await
     });
     // Jobs are done and reported; do not wait for blocking threads still running abandoned work.
     runtime.shutdown_background();
-    code
+    exit_code(result)
 }
 
-/// Run `#[worker::init]` with its log lines; its state leaked to `&'static` (every job borrows
-/// it for the life of the process).
-async fn run_init(
-    name: &str,
-    init: fn() -> InitFuture,
-    timeout_micros: u64,
-) -> Result<&'static (dyn Any + Send + Sync), InitFailed> {
+/// Run the init function with its log lines kept; its state leaked to `&'static` (every job
+/// borrows it for the life of the process).
+async fn run_init(init: InitStep) -> Result<&'static (dyn Any + Send + Sync), InitFailed> {
+    let InitStep {
+        name,
+        future,
+        timeout,
+    } = init;
     if !name.is_empty() {
         tracing::info!("running init function `{name}`");
     }
     logging::capture_init_lines();
     let started = std::time::Instant::now();
-    let ran = match timeout_micros {
-        0 => init().await,
-        micros => {
-            let bound = std::time::Duration::from_micros(micros);
-            tokio::time::timeout(bound, init())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Failure::new(
-                        "InitTimeout",
-                        format!(
-                            "the init function `{name}` did not finish within {bound:?} (its \
-                             `#[worker::init(timeout = …)]`)"
-                        ),
-                    ))
-                })
-        }
+    let ran = match timeout {
+        None => future.await,
+        Some(bound) => tokio::time::timeout(bound, future)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::new(
+                    "InitTimeout",
+                    format!(
+                        "the init function `{name}` did not finish within {bound:?} (its \
+                         `#[worker::init(timeout = …)]`)"
+                    ),
+                ))
+            }),
     };
     let lines = logging::init_lines();
     match ran {
@@ -540,11 +745,20 @@ async fn run_init(
     }
 }
 
-/// A failed `#[worker::init]`: its error, and the last lines it logged.
+/// A failed init function: its error, and the last lines it logged.
 #[derive(Debug)]
 pub(crate) struct InitFailed {
     failure: Failure,
     lines: Vec<String>,
+}
+
+/// What `try_run` returns when init failed.
+fn init_error(name: &str, failed: &InitFailed) -> Error {
+    Error::new(
+        ErrorKind::Init,
+        format!("the init function `{name}` failed: {}", failed.failure),
+    )
+    .with_source(failed.failure.clone())
 }
 
 /// What a job taken while init ran is told when init failed: the error and its chain, then
