@@ -28,6 +28,12 @@ fn ui() {
         .join(env!("CARGO_PKG_NAME"));
     std::fs::create_dir_all(&project).expect("create trybuild's project directory");
     std::fs::write(project.join("test_input.json"), TEST_INPUT).expect("write test_input.json");
+    // For fail/test_input_not_json.rs: a trailing comma.
+    std::fs::write(
+        project.join("bad_test_input.json"),
+        "{\"input\": {\"text\": \"hi\",}}\n",
+    )
+    .expect("write bad_test_input.json");
 
     let t = trybuild::TestCases::new();
     t.pass("tests/ui/pass/*.rs");

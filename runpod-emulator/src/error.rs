@@ -21,6 +21,10 @@ pub enum ErrorKind {
     Io,
     /// A job submitted without HTTP was refused, as `/run` would refuse it.
     Refused,
+    /// No job has this id.
+    NotFound,
+    /// The job did not end within the time given to [`EmulatorHandle::finished`](crate::EmulatorHandle::finished).
+    Timeout,
 }
 
 impl Error {

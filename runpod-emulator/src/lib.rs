@@ -400,6 +400,38 @@ impl EmulatorHandle {
         }
     }
 
+    /// The job's `/status` body (`{"id", "status", "output" | "error", …}`), without HTTP;
+    /// `None` for an id it never had (or one already purged).
+    pub fn status(&self, job_id: &str) -> Option<Value> {
+        self.app.state.status(job_id)
+    }
+
+    /// Wait until the job has ended (`COMPLETED`, `FAILED`, `CANCELLED`, `TIMED_OUT`) and
+    /// return its `/status` body; an error when it is unknown or still running after
+    /// `timeout`, saying its status then. For integration tests of a worker: no HTTP client.
+    pub async fn finished(&self, job_id: &str, timeout: Duration) -> Result<Value, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(status) = self.status(job_id) else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("the emulator has no job `{job_id}`"),
+                ));
+            };
+            let state = status["status"].as_str().unwrap_or_default();
+            if !matches!(state, "IN_QUEUE" | "IN_PROGRESS") {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("job `{job_id}` is still {state} after {timeout:?}"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stop serving: long-polls answer at once, then the server and its timers stop.
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);

@@ -46,8 +46,9 @@ pub(crate) enum Kind {
     Str(&'static str),
     /// A flag: the bare key means `true` (`refresh_worker`); `key = false` turns it off.
     Flag,
-    /// An integer literal or the path of a function (`concurrency = 4`, `concurrency = scale`).
-    IntOrPath(&'static str),
+    /// An integer literal, or an expression for the compiler to check (`concurrency = 4`,
+    /// `concurrency = MAX_JOBS`, `concurrency = scale`, `concurrency = |n| n`).
+    IntOrExpr(&'static str),
     /// An integer literal (`batch = 32`).
     Int(&'static str),
 }
@@ -58,7 +59,7 @@ pub(crate) enum Value {
     Int(u64, Span),
     Bool(bool),
     Str(String, Span),
-    Path(syn::ExprPath),
+    Expr(Box<Expr>),
 }
 
 /// The arguments of one macro, looked up by key after parsing.
@@ -140,8 +141,19 @@ impl Args {
 }
 
 fn value_of(expr: &Expr, kind: Kind) -> Option<Value> {
-    if let (Kind::IntOrPath(_), Expr::Path(path)) = (kind, expr) {
-        return path.attrs.is_empty().then(|| Value::Path(path.clone()));
+    if let Kind::IntOrExpr(_) = kind {
+        return match expr {
+            // A literal that is not an integer is a mistake worth a word here; an integer too
+            // large for u64 is left to the compiler ("literal out of range for `usize`").
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(i), ..
+            }) => Some(match i.base10_parse::<u64>() {
+                Ok(n) => Value::Int(n, i.span()),
+                Err(_) => Value::Expr(Box::new(expr.clone())),
+            }),
+            Expr::Lit(_) => None,
+            _ => Some(Value::Expr(Box::new(expr.clone()))),
+        };
     }
     let Expr::Lit(ExprLit { lit, attrs }) = expr else {
         return None;
@@ -150,7 +162,7 @@ fn value_of(expr: &Expr, kind: Kind) -> Option<Value> {
         return None;
     }
     match (kind, lit) {
-        (Kind::IntOrPath(_) | Kind::Int(_), Lit::Int(i)) => i
+        (Kind::Int(_), Lit::Int(i)) => i
             .base10_parse::<u64>()
             .ok()
             .map(|n| Value::Int(n, i.span())),
@@ -165,7 +177,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Bool => "`true` or `false`",
         Kind::Str(_) => "a string literal",
         Kind::Flag => "no value (or `true`/`false`)",
-        Kind::IntOrPath(_) => "a positive integer literal or the path of a `fn(usize) -> usize`",
+        Kind::IntOrExpr(_) => "a number of jobs (`usize`) or a `fn(usize) -> usize`",
         Kind::Int(_) => "a positive integer literal",
     }
 }
@@ -175,7 +187,7 @@ fn example(key: &str, kind: Kind) -> String {
         Kind::Bool => format!("{key} = true` or `{key} = false"),
         Kind::Str(e) => format!("{key} = \"{e}\""),
         Kind::Flag => key.to_owned(),
-        Kind::IntOrPath(e) => format!("{key} = {e}` or `{key} = my_scaling_fn"),
+        Kind::IntOrExpr(e) => format!("{key} = {e}` or `{key} = my_scaling_fn"),
         Kind::Int(e) => format!("{key} = {e}"),
     }
 }
@@ -251,7 +263,7 @@ mod tests {
     use quote::quote;
 
     const SPEC: &[(&str, Kind)] = &[
-        ("concurrency", Kind::IntOrPath("4")),
+        ("concurrency", Kind::IntOrExpr("4")),
         ("main", Kind::Bool),
         ("crate", Kind::Str("my_worker")),
     ];
@@ -287,8 +299,8 @@ mod tests {
                 "unknown argument `concurency` for `#[worker::handler]`; valid arguments are \
                  `concurrency`, `main` and `crate`",
                 "`main` is given more than once; keep only one `main = …`",
-                "`concurrency` takes a positive integer literal or the path of a `fn(usize) -> \
-                 usize`: write `concurrency = 4` or `concurrency = my_scaling_fn`",
+                "`concurrency` takes a number of jobs (`usize`) or a `fn(usize) -> usize`: \
+                 write `concurrency = 4` or `concurrency = my_scaling_fn`",
                 "`crate` needs a value: write `crate = \"my_worker\"`",
             ]
         );

@@ -76,10 +76,12 @@ use proc_macro::TokenStream;
 ///
 /// # Arguments
 ///
-/// - `concurrency = 4`: run up to 4 jobs at once (default 1); for a batch handler, batches.
-/// - `concurrency = scale`: `fn scale(current: usize) -> usize` decides the concurrency as the
-///   worker runs (the Python SDK's `concurrency_modifier`); asked before every job-take, a
-///   change applies at once.
+/// - `concurrency = 4`: run up to 4 jobs at once (default 1); for a batch handler, batches. Any
+///   `usize` expression works too (`concurrency = MAX_JOBS`, a `const`).
+/// - `concurrency = scale`: `fn scale(current: usize) -> usize` (or a closure) decides the
+///   concurrency as the worker runs (the Python SDK's `concurrency_modifier`); asked before
+///   every job-take, a change applies at once. From the environment, in one line:
+///   `concurrency = |_| std::env::var("CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(1)`.
 /// - `batch = 32`: gather up to 32 jobs into one call of a handler taking `Vec<Input>` (and
 ///   optionally `jobs: &[Job]`), returning one output per input (`Vec<T>`, `Vec<Result<T, E>>`
 ///   or `Result<Vec<T>, E>`); each job keeps its own result.
@@ -92,7 +94,8 @@ use proc_macro::TokenStream;
 ///   outside the crate root. Call `worker_main()` from your `main`.
 /// - `test_input = "path/to/test_input.json"`: embed this file (relative to the package's
 ///   `Cargo.toml` directory) as the input of local test mode when neither `--test_input` nor
-///   `./test_input.json` is given.
+///   `./test_input.json` is given. It is checked when the crate compiles: a file that is not
+///   JSON, or not a job (`{"input": …}`, or a list of them), is a compile error saying where.
 /// - `flavor = "current_thread"`: run on a single-threaded tokio runtime instead of the default
 ///   multi-thread one (`flavor = "multi_thread"`), as `#[tokio::main]` does. One thread means no
 ///   hand-offs between threads: lower per-job overhead and memory for async handlers that only

@@ -33,6 +33,9 @@ pub(crate) struct Control {
     cancel_notify: Notify,
     refresh: AtomicBool,
     progress: ProgressQueue,
+    /// Progress updates of a job no platform is attached to (built in a test), kept for
+    /// `Job::progress_updates`.
+    kept_progress: Mutex<Vec<serde_json::Value>>,
     stream: Mutex<StreamState>,
 }
 
@@ -106,6 +109,21 @@ impl Control {
     }
 
     /* ---- progress ---- */
+
+    /// Keep an update of a job without a platform (see `kept_progress`).
+    pub(crate) fn keep_progress(&self, update: serde_json::Value) {
+        self.kept_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(update);
+    }
+
+    pub(crate) fn kept_progress(&self) -> Vec<serde_json::Value> {
+        self.kept_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 
     /// Queue a progress update; a newer one replaces an older one not yet posted. Posting happens
     /// on a per-job task, in order, so the handler never waits for it.

@@ -126,6 +126,16 @@ impl Job {
     /// job.progress(&serde_json::json!({"percent": 50}));
     /// ```
     pub fn progress<T: Serialize + ?Sized>(&self, update: &T) {
+        if self.inner.control.outbound().is_none() {
+            // A job built in a test: keep the update for `progress_updates`.
+            match serde_json::to_value(update) {
+                Ok(value) => self.inner.control.keep_progress(value),
+                Err(e) => tracing::warn!(
+                    "progress update dropped: it could not be serialized to JSON: {e}"
+                ),
+            }
+            return;
+        }
         match crate::wire::progress_body(update) {
             Ok(body) => self.inner.control.progress(&self.inner.id, body),
             Err(e) => {
@@ -144,6 +154,21 @@ impl Job {
     /// Whether the platform cancelled this job. No result is posted for a cancelled job.
     pub fn is_cancelled(&self) -> bool {
         self.inner.control.is_cancelled()
+    }
+
+    /// Cancel the job, as the platform does when a client cancels it: [`Job::cancelled`]
+    /// resolves and [`Job::is_cancelled`] turns true. Meant for tests of a handler's
+    /// cancellation path (`Job::new(…)`, then `job.cancel()`); the worker itself cancels jobs
+    /// only when the platform says so.
+    pub fn cancel(&self) {
+        self.inner.control.cancel()
+    }
+
+    /// The progress updates sent so far, oldest first, for a job built in a test
+    /// ([`Job::new`], [`Job::from_json`]). A job the worker runs posts its updates to the
+    /// platform instead, and this is empty.
+    pub fn progress_updates(&self) -> Vec<Value> {
+        self.inner.control.kept_progress()
     }
 
     /// Ask the platform to replace this worker once this job is done (RunPod's

@@ -200,6 +200,37 @@ impl<E: Display + ?Sized> DisplayKind for ErrorWrap<'_, E> {
     }
 }
 
+/* ---- concurrency ---- */
+
+/// What `concurrency = …` accepts besides an integer literal: a number of jobs (a `const`, an
+/// expression), or a function given the current concurrency that returns the next (the Python
+/// SDK's `concurrency_modifier`).
+#[diagnostic::on_unimplemented(
+    message = "`concurrency = …` takes a number of jobs (`usize`) or a `fn(usize) -> usize`, not `{Self}`",
+    label = "not a `usize` or a `fn(usize) -> usize`",
+    note = "a number: `concurrency = 4`, `concurrency = MAX_JOBS` with `const MAX_JOBS: usize = 4`",
+    note = "from the environment: `concurrency = |_| std::env::var(\"CONCURRENCY\").ok().and_then(|v| v.parse().ok()).unwrap_or(1)`"
+)]
+pub trait IntoConcurrency {
+    fn into_concurrency(self) -> ConcurrencyValue;
+}
+
+/// The concurrency setting, opaque to generated code.
+#[derive(Debug)]
+pub struct ConcurrencyValue(pub(crate) crate::job_loop::Concurrency);
+
+impl IntoConcurrency for usize {
+    fn into_concurrency(self) -> ConcurrencyValue {
+        ConcurrencyValue(crate::job_loop::Concurrency::Fixed(self.max(1)))
+    }
+}
+
+impl<F: Fn(usize) -> usize + Send + Sync + 'static> IntoConcurrency for F {
+    fn into_concurrency(self) -> ConcurrencyValue {
+        ConcurrencyValue(crate::job_loop::Concurrency::dynamic(self))
+    }
+}
+
 /* ---- init state ---- */
 
 /// The state `#[worker::init]` built, type-erased; the handler's compile-time check guarantees

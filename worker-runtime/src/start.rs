@@ -48,8 +48,20 @@ impl Settings {
         self
     }
 
-    pub const fn concurrency_modifier(mut self, modifier: fn(usize) -> usize) -> Settings {
-        self.concurrency = Concurrency::Dynamic(modifier);
+    /// `concurrency = EXPR` (not a literal): a number of jobs, or a function of the current
+    /// concurrency; the trait says which, and what else is wrong.
+    pub fn concurrency_of(mut self, value: impl crate::__private::IntoConcurrency) -> Settings {
+        self.concurrency = value.into_concurrency().0;
+        self
+    }
+
+    /// `concurrency = |current| …`: a closure, whose parameter type this bound lets the
+    /// compiler infer.
+    pub fn concurrency_fn(
+        mut self,
+        modifier: impl Fn(usize) -> usize + Send + Sync + 'static,
+    ) -> Settings {
+        self.concurrency = Concurrency::dynamic(modifier);
         self
     }
 
@@ -217,8 +229,11 @@ impl<H: Handler> Worker<H> {
     /// Decide the concurrency as the worker runs: `modifier(current)` returns the next value.
     /// It is asked before every job-take (and twice a second while all slots are busy), and a
     /// change applies at once: a raise frees slots immediately, a cut as running jobs finish.
-    pub fn concurrency_modifier(mut self, modifier: fn(usize) -> usize) -> Worker<H> {
-        self.settings.concurrency = Concurrency::Dynamic(modifier);
+    pub fn concurrency_modifier(
+        mut self,
+        modifier: impl Fn(usize) -> usize + Send + Sync + 'static,
+    ) -> Worker<H> {
+        self.settings.concurrency = Concurrency::dynamic(modifier);
         self
     }
 

@@ -25,9 +25,14 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         let n = LitInt::new(&n.to_string(), span);
         settings = quote!(#settings.concurrency(#n));
     }
-    if let Some(modifier) = &options.concurrency_modifier {
-        // The path coerces to `fn(usize) -> usize`; a function of another type is reported on it.
-        settings = quote!(#settings.concurrency_modifier(#modifier));
+    if let Some(expr) = &options.concurrency_expr {
+        // Spanned on the expression: a value of the wrong type is reported there, in words
+        // (`IntoConcurrency`'s message). A closure goes where its parameter type is inferred.
+        let method = match expr {
+            syn::Expr::Closure(_) => quote_spanned!(expr.span()=> concurrency_fn),
+            _ => quote_spanned!(expr.span()=> concurrency_of),
+        };
+        settings = quote_spanned!(expr.span()=> #settings.#method(#expr));
     }
     if options.refresh_worker {
         settings = quote!(#settings.refresh_worker());

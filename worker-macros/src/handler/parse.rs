@@ -11,7 +11,7 @@ pub(crate) const MACRO: &str = "#[worker::handler]";
 
 /// The arguments `#[worker::handler(…)]` accepts.
 pub(crate) const ARGS: &[(&str, Kind)] = &[
-    ("concurrency", Kind::IntOrPath("4")),
+    ("concurrency", Kind::IntOrExpr("4")),
     ("batch", Kind::Int("32")),
     ("batch_wait", Kind::Str("10ms")),
     ("main", Kind::Bool),
@@ -25,8 +25,9 @@ pub(crate) const ARGS: &[(&str, Kind)] = &[
 /// What `#[worker::handler(…)]` was told.
 pub(crate) struct Options {
     pub(crate) concurrency: Option<(u64, Span)>,
-    /// `concurrency = path`: a `fn(usize) -> usize` asked for the concurrency as the worker runs.
-    pub(crate) concurrency_modifier: Option<syn::ExprPath>,
+    /// `concurrency = EXPR` other than an integer literal: a `usize` (a `const`) or a
+    /// `fn(usize) -> usize` asked for the concurrency as the worker runs.
+    pub(crate) concurrency_expr: Option<syn::Expr>,
     /// `batch = N`: the handler takes up to N jobs' inputs at once.
     pub(crate) batch: Option<(u64, Span)>,
     /// `batch_wait = "5ms"`: how long a batch waits for more jobs after its first.
@@ -47,7 +48,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             concurrency: None,
-            concurrency_modifier: None,
+            concurrency_expr: None,
             batch: None,
             batch_wait: None,
             refresh_worker: false,
@@ -112,7 +113,7 @@ pub(crate) fn options(attr: TokenStream, errors: &mut Errors) -> Options {
     };
     match args.get("concurrency") {
         Some(Value::Int(n, span)) => options.concurrency = Some((*n, *span)),
-        Some(Value::Path(path)) => options.concurrency_modifier = Some(path.clone()),
+        Some(Value::Expr(expr)) => options.concurrency_expr = Some((**expr).clone()),
         _ => {}
     }
     if let Some(Value::Int(n, span)) = args.get("batch") {

@@ -58,6 +58,12 @@ pub(crate) fn validate<'a>(
         ));
     }
 
+    if let Some((path, span)) = &options.test_input
+        && let Some(problem) = super::test_input::check(path)
+    {
+        errors.push(syn::Error::new(*span, problem));
+    }
+
     if let Some((0, span)) = options.concurrency {
         errors.push(syn::Error::new(
             span,

@@ -6,11 +6,30 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How many jobs may run at once.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(crate) enum Concurrency {
     Fixed(usize),
     /// The Python SDK's `concurrency_modifier`: given the current value, returns the next.
-    Dynamic(fn(usize) -> usize),
+    Dynamic(&'static (dyn Fn(usize) -> usize + Send + Sync)),
+}
+
+impl std::fmt::Debug for Concurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Concurrency::Fixed(n) => f.debug_tuple("Fixed").field(n).finish(),
+            Concurrency::Dynamic(_) => f.write_str("Dynamic(..)"),
+        }
+    }
+}
+
+impl Concurrency {
+    /// A modifier for the life of the process (the worker is configured once; a function item
+    /// or a closure without captures is zero-sized, so nothing is allocated).
+    pub(crate) fn dynamic(
+        modifier: impl Fn(usize) -> usize + Send + Sync + 'static,
+    ) -> Concurrency {
+        Concurrency::Dynamic(Box::leak(Box::new(modifier)))
+    }
 }
 
 impl Concurrency {

@@ -331,7 +331,7 @@ async fn a_dynamic_concurrency_raise_applies_while_jobs_run() {
             Ok::<_, std::io::Error>(running.load(Ordering::SeqCst))
         }
     });
-    let h = Harness::start(gathering, options(Concurrency::Dynamic(four))).await;
+    let h = Harness::start(gathering, options(Concurrency::dynamic(four))).await;
     let ids = h.run_many(4, json!(null)).await;
     for id in &ids {
         let done = h.finished(id).await;
