@@ -8,9 +8,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use runpod_emulator::{Emulator, Faults};
 
-/// A local RunPod serverless emulator.
+/// What `--help` says: what the program does, not what the crate is.
+const ABOUT: &str = "Run a RunPod serverless endpoint on this machine: clients call its API \
+(/run, /runsync, /status, /stream, /cancel, …) as they call RunPod, and workers (Rust or the \
+Python SDK) take its jobs with the environment it prints at start.";
+
+const AFTER: &str = "Example:\n  runpod-emulator --port 8000\n  # start a worker with the \
+printed RUNPOD_* variables, then:\n  curl -X POST http://127.0.0.1:8000/v2/local/runsync \
+-H 'Content-Type: application/json' -d '{\"input\": {\"prompt\": \"hi\"}}'";
+
 #[derive(Debug, Parser)]
-#[command(name = "runpod-emulator", version, about, long_about = None)]
+#[command(name = "runpod-emulator", version, about = ABOUT, after_help = AFTER)]
 struct Args {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1")]

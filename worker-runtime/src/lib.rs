@@ -31,9 +31,10 @@
 //! `#[worker::handler(batch = 32)]` on a handler taking `Vec<Input>` gathers jobs that arrive
 //! together into one call ([`Batched`]), each job keeping its own result.
 //!
-//! Opt-in features: `storage` ([`storage`]: upload large outputs and files to S3-compatible
-//! storage and return presigned URLs) and `download` ([`download`], `Job::download`: URL
-//! inputs into a per-job temporary directory, with the Python SDK's SSRF rules).
+//! Opt-in features: `storage` (the `worker::storage` module: upload large outputs and files to
+//! S3-compatible storage and return presigned URLs) and `download` (`worker::download`,
+//! `Job::download`: URL inputs into a per-job temporary directory, with the Python SDK's SSRF
+//! rules).
 
 mod batch;
 mod client;
