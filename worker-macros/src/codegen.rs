@@ -54,7 +54,7 @@ pub(crate) fn kind_imports(private: &TokenStream) -> TokenStream {
     quote! {
         #[allow(unused_imports)]
         use #private::{
-            ResultKind as _, PlainKind as _, FailureKind as _, StdErrorKind as _,
+            ResultKind as _, PlainKind as _, DiagnosticKind as _, FailureKind as _, StdErrorKind as _,
             SendErrorPointerKind as _, ErrorPointerKind as _, DebugKind as _, DisplayKind as _,
         };
     }
@@ -93,12 +93,12 @@ pub(crate) fn call_at(
     quote!(#path::#function #value)
 }
 
-/// `(&&&&&ErrorWrap(&error)).__worker_error()`: the failure report for `error`, with the method
+/// `(&&&&&&ErrorWrap(&error)).__worker_error()`: the failure report for `error`, with the method
 /// call located at `span` (an error type that is not even `Display` is reported there).
 pub(crate) fn failure_of(private: &TokenStream, error: TokenStream, span: Span) -> TokenStream {
     let method = syn::Ident::new("__worker_error", span);
     let private = respan(private, span);
-    let receiver = parens_at(quote!(&&&&&#private::ErrorWrap(&#error)), span);
+    let receiver = parens_at(quote!(&&&&&&#private::ErrorWrap(&#error)), span);
     quote!(#receiver.#method())
 }
 

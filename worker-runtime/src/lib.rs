@@ -77,7 +77,7 @@ pub use error::{Error, ErrorKind};
 pub use handler::{Handler, HandlerFn, Invocation, Outcome, handler_fn};
 pub use job::Job;
 pub use platform::Platform;
-pub use report::Failure;
+pub use report::{Diagnostic, Failure};
 pub use start::{Worker, args, run};
 pub use stream::{StreamError, StreamSender};
 pub use worker_macros::{handler, init};

@@ -117,7 +117,7 @@ impl PlainTag {
 
 /* ---- turning an error value into a failure report, with the most detail its type offers ---- */
 
-/// Wraps a reference to an error; `(&&&&&ErrorWrap(&e)).__worker_error()` picks the richest of
+/// Wraps a reference to an error; `(&&&&&&ErrorWrap(&e)).__worker_error()` picks the richest of
 /// the impls below that applies to `E`.
 #[derive(Debug)]
 pub struct ErrorWrap<'a, E: ?Sized>(pub &'a E);
@@ -132,6 +132,20 @@ impl<E: ?Sized> Copy for ErrorWrap<'_, E> {}
 
 fn type_name<E: ?Sized>() -> &'static str {
     std::any::type_name::<E>()
+}
+
+/// A type of the user's that implements `worker::Diagnostic`: reported as it says.
+pub trait DiagnosticKind {
+    fn __worker_error(self) -> Failure;
+}
+impl<E: crate::Diagnostic + ?Sized> DiagnosticKind for &&&&&&ErrorWrap<'_, E> {
+    fn __worker_error(self) -> Failure {
+        let failure = Failure::new(self.0.error_type(), self.0.error_message());
+        match self.0.error_traceback() {
+            Some(traceback) => failure.with_traceback(traceback),
+            None => failure,
+        }
+    }
 }
 
 /// `worker::Failure`: reported as itself (its type, message and traceback).
@@ -347,7 +361,7 @@ mod tests {
             let ret = $ret;
             match (&ret).__worker_kind().split(ret) {
                 Ok(output) => output_json(output),
-                Err(error) => Err((&&&&&ErrorWrap(&error)).__worker_error()),
+                Err(error) => Err((&&&&&&ErrorWrap(&error)).__worker_error()),
             }
         }};
     }
@@ -360,6 +374,24 @@ mod tests {
     impl Display for OnlyDisplay {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("only display")
+        }
+    }
+
+    /// A user's error type with its own `error_type`; also a `std::error::Error`, which the
+    /// `Diagnostic` impl outranks.
+    #[derive(Debug)]
+    struct Overloaded {
+        queue: usize,
+    }
+    impl Display for Overloaded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} requests ahead", self.queue)
+        }
+    }
+    impl StdError for Overloaded {}
+    impl crate::Diagnostic for Overloaded {
+        fn error_type(&self) -> String {
+            "ModelOverloaded".into()
         }
     }
 
@@ -421,6 +453,18 @@ mod tests {
 
         let string: Result<(), String> = Err("a string".into());
         assert_eq!(outcome!(string).unwrap_err().message(), "a string");
+
+        let overloaded: Result<(), Overloaded> = Err(Overloaded { queue: 12 });
+        let failure = outcome!(overloaded).unwrap_err();
+        assert_eq!(
+            (failure.error_type(), failure.message(), failure.traceback()),
+            (
+                "ModelOverloaded",
+                "12 requests ahead",
+                "ModelOverloaded: 12 requests ahead"
+            ),
+            "a Diagnostic is reported as it says, not by its Rust type name"
+        );
 
         let own = Failure::new("QuotaExceeded", "no credits left").with_traceback("see billing");
         let failure: Result<(), Failure> = Err(own.clone());

@@ -12,6 +12,47 @@ use std::pin::Pin;
 use std::sync::Once;
 use std::task::{Context, Poll};
 
+/// How an error type of yours is reported when a `#[worker::handler]` returns it: the report's
+/// `error_type` (by default the Rust type's name, as `std::any::type_name` spells it, which is
+/// not stable across compilers), its `error_message` (by default `Display`) and its
+/// `error_traceback` (by default `error_type: message`). Implementing it overrides how the type
+/// would otherwise be reported (a `std::error::Error`'s `source()` chain, a `Debug` dump), so
+/// clients that read `error_type` see a name you chose and keep.
+///
+/// ```
+/// #[derive(Debug)]
+/// struct Overloaded { queue: usize }
+///
+/// impl std::fmt::Display for Overloaded {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "{} requests are ahead of this one; retry later", self.queue)
+///     }
+/// }
+///
+/// impl worker::Diagnostic for Overloaded {
+///     fn error_type(&self) -> String {
+///         "ModelOverloaded".into()
+///     }
+/// }
+/// ```
+///
+/// A handler without the macros (`handler_fn`) reports through [`Failure`]: return
+/// `Failure::new("ModelOverloaded", e.to_string())` as its error.
+pub trait Diagnostic: fmt::Display {
+    /// The report's `error_type`, such as `"ModelOverloaded"`.
+    fn error_type(&self) -> String;
+
+    /// The report's `error_message`; by default the `Display` text.
+    fn error_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The report's `error_traceback`; by default (`None`) `error_type: error_message`.
+    fn error_traceback(&self) -> Option<String> {
+        None
+    }
+}
+
 /// What went wrong in one job: the part of RunPod's error report the job itself decides.
 /// The worker adds `hostname`, `worker_id` and `runpod_version` when it posts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
