@@ -1,7 +1,7 @@
 //! Pieces of generated code both macros emit the same way.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::{GenericArgument, PathArguments, Type};
 
 use crate::signature::strip;
@@ -99,7 +99,9 @@ pub(crate) fn failure_of(private: &TokenStream, error: TokenStream, span: Span) 
     let method = syn::Ident::new("__worker_error", span);
     let private = respan(private, span);
     let receiver = parens_at(quote!(&&&&&&#private::ErrorWrap(&#error)), span);
-    quote!(#receiver.#method())
+    // The whole call on the user's token: an unmet bound of the last level (`Display`) is
+    // reported there, not on the attribute.
+    quote_spanned!(span=> #receiver.#method())
 }
 
 /// Print the expansion to stderr when `WORKER_MACROS_DEBUG=1`.

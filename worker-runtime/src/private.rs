@@ -204,13 +204,38 @@ impl<E: Display + Debug + ?Sized> DebugKind for &ErrorWrap<'_, E> {
     }
 }
 
-/// Anything else must at least be `Display`.
+/// Anything else must at least be `Display`. The impl applies to every type and the bound is
+/// on the method, so a type that is not `Display` gets [`ErrorMessage`]'s one message instead
+/// of a list of every level's unmet bounds.
 pub trait DisplayKind {
-    fn __worker_error(self) -> Failure;
+    type Error: ?Sized;
+    fn __worker_error(self) -> Failure
+    where
+        Self::Error: ErrorMessage;
 }
-impl<E: Display + ?Sized> DisplayKind for ErrorWrap<'_, E> {
-    fn __worker_error(self) -> Failure {
-        Failure::new(type_name::<E>(), self.0.to_string())
+impl<'a, E: ?Sized> DisplayKind for ErrorWrap<'a, E> {
+    type Error = E;
+    fn __worker_error(self) -> Failure
+    where
+        E: ErrorMessage,
+    {
+        Failure::new(type_name::<E>(), self.0.error_message())
+    }
+}
+
+/// The least a handler's or init's error type needs: `Display`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be reported as a job's error: it does not implement `Display`",
+    label = "the error type of this `Result` must implement `std::fmt::Display`",
+    note = "implement `std::fmt::Display` for `{Self}` (with thiserror: `#[derive(thiserror::Error)]` and `#[error(\"…\")]`), or return `anyhow::Error`",
+    note = "to choose the report's `error_type` too, implement `worker::Diagnostic` for it"
+)]
+pub trait ErrorMessage {
+    fn error_message(&self) -> String;
+}
+impl<E: Display + ?Sized> ErrorMessage for E {
+    fn error_message(&self) -> String {
+        self.to_string()
     }
 }
 
