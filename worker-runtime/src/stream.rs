@@ -73,8 +73,17 @@ impl<T: Serialize> StreamSender<T> {
         }
     }
 
-    /// Send one item and wait until the platform has it.
-    pub async fn send(&self, item: T) -> Result<(), StreamError> {
+    /// Send one item and wait until the platform has it: `stream.send(item).await?`. Nothing
+    /// is sent until the future is awaited; a plain `fn` handler uses
+    /// [`send_blocking`](Self::send_blocking).
+    // Not an `async fn`: `#[must_use]` then marks the future itself, whose note says what to do.
+    #[allow(clippy::manual_async_fn)]
+    #[must_use = "the item is sent only when this future is awaited: write `stream.send(item).await?`, or in a plain `fn` handler `stream.send_blocking(item)?`"]
+    pub fn send(&self, item: T) -> impl Future<Output = Result<(), StreamError>> + '_ {
+        async move { self.send_now(item).await }
+    }
+
+    async fn send_now(&self, item: T) -> Result<(), StreamError> {
         let output = serde_json::value::to_raw_value(&item).map_err(|e| StreamError {
             message: format!(
                 "a stream item (`{}`) could not be serialized to JSON: {e}",

@@ -280,7 +280,17 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         (Ident::new("worker_main", Span::call_site()), quote!(#vis))
     };
 
+    // A plain `fn` that streams cannot await: a `stream.send(x);` there is a future dropped
+    // unpolled (the item is lost, silently but for a warning), as is an ignored
+    // `send_blocking` result. Make both hard errors, pointing at the call.
+    let deny = if roles.streams && item.sig.asyncness.is_none() {
+        quote!(#[deny(unused_must_use)])
+    } else {
+        quote!()
+    };
+
     quote! {
+        #deny
         #item
 
         #[allow(unused_imports)]
