@@ -104,13 +104,6 @@ pub(crate) fn failure_of(private: &TokenStream, error: TokenStream, span: Span) 
     quote_spanned!(span=> #receiver.#method())
 }
 
-/// Print the expansion to stderr when `WORKER_MACROS_DEBUG=1`.
-pub(crate) fn debug_print(macro_name: &str, name: &str, tokens: &TokenStream) {
-    if std::env::var_os("WORKER_MACROS_DEBUG").is_some_and(|v| v == "1") {
-        eprintln!("---- {macro_name} on `{name}` expands to:\n{tokens}\n----");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

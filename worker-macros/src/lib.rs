@@ -5,8 +5,8 @@
 //! Each macro is parse → validate → expand over `proc_macro2` tokens: `attr` reads the
 //! `key = value` arguments, `handler/` and `init/` hold one module per stage, and `expand.rs`
 //! is the only place that writes generated code. On any error the user's item is emitted
-//! unchanged next to the `compile_error!`s. Set `WORKER_MACROS_DEBUG=1` to print every
-//! expansion to stderr.
+//! unchanged next to the `compile_error!`s. To see an expansion, use `cargo expand` (the
+//! macros read no environment variable of their own: cargo could not track it).
 
 mod attr;
 mod codegen;

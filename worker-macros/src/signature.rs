@@ -65,6 +65,45 @@ pub(crate) fn check_common(sig: &Signature, what: &str, attr: &str, errors: &mut
 }
 
 /// Whether a type mentions `impl Trait` at its top level (cannot be named in generated code).
+/// An attribute that makes the function an async entry point of its own (`#[tokio::main]`,
+/// `#[tokio::test]`, async-std's, actix's), stacked under ours: the worker starts the runtime.
+pub(crate) fn check_attrs(attrs: &[syn::Attribute], what: &str, attr: &str, errors: &mut Errors) {
+    for a in attrs {
+        let segments: Vec<String> = a
+            .path()
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
+        let runtime = ["tokio", "async_std", "actix_web", "actix_rt", "smol_potat"];
+        if let [first, .., last] = segments.as_slice()
+            && runtime.contains(&first.as_str())
+            && (last == "main" || last == "test")
+        {
+            let written = segments.join("::");
+            errors.push(syn::Error::new_spanned(
+                a,
+                format!(
+                    "remove `#[{written}]`: {what} is not an entry point; `{attr}` generates the \
+                     `main` and starts the async runtime itself (`flavor = \"current_thread\"` \
+                     on `#[worker::handler]` picks a single-threaded one)"
+                ),
+            ));
+        }
+    }
+}
+
+/// `impl Future<…>` (or `impl IntoFuture<…>`) as a return type.
+pub(crate) fn is_impl_future(ty: &Type) -> bool {
+    match strip(ty) {
+        Type::ImplTrait(t) => t.bounds.iter().any(|b| {
+            matches!(b, syn::TypeParamBound::Trait(t)
+                if t.path.segments.last().is_some_and(|s| s.ident == "Future" || s.ident == "IntoFuture"))
+        }),
+        _ => false,
+    }
+}
+
 pub(crate) fn is_impl_trait(ty: &Type) -> bool {
     match strip(ty) {
         Type::ImplTrait(_) => true,

@@ -7,7 +7,6 @@ mod validate;
 
 use proc_macro2::TokenStream;
 
-use crate::codegen::debug_print;
 use crate::errors::{Errors, with_errors};
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -24,7 +23,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let roles = validate::validate(&handler, &options, &mut errors);
-    let out = match (roles, errors.finish()) {
+    match (roles, errors.finish()) {
         (Some(roles), Ok(())) => expand::expand(&handler, &roles, &options),
         (_, Err(error)) => with_errors(
             item,
@@ -32,7 +31,5 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             expand::fallback(&options, Some(&handler.item.sig.ident)),
         ),
         (None, Ok(())) => item,
-    };
-    debug_print(parse::MACRO, &handler.item.sig.ident.to_string(), &out);
-    out
+    }
 }

@@ -6,7 +6,7 @@ use syn::Type;
 
 use super::parse::{Handler, Options, Param, ParamKind, vec_element};
 use crate::errors::Errors;
-use crate::signature::{check_common, is_impl_trait};
+use crate::signature::{check_attrs, check_common, is_impl_trait};
 
 /// The handler's parameters by role, once the rules hold.
 pub(crate) struct Roles<'a> {
@@ -41,6 +41,12 @@ pub(crate) fn validate<'a>(
 ) -> Option<Roles<'a>> {
     let sig = &handler.item.sig;
     check_common(sig, "a handler", "#[worker::handler]", errors);
+    check_attrs(
+        &handler.item.attrs,
+        "a handler",
+        "#[worker::handler]",
+        errors,
+    );
 
     let generated = if options.main { "main" } else { "worker_main" };
     if sig.ident == generated {
@@ -233,6 +239,29 @@ pub(crate) fn validate<'a>(
                 ));
             }
         }
+    }
+    // `&Result<S, E>`: the state is the `Ok` type; a failed init never reaches a handler.
+    if let Some(p) = states.first()
+        && let ParamKind::State { reference } = &p.kind
+        && let Type::Path(path) = &*reference.elem
+        && let Some(last) = path.path.segments.last()
+        && last.ident == "Result"
+    {
+        let ok = match &last.arguments {
+            syn::PathArguments::AngleBracketed(args) => {
+                args.args.first().map(|a| a.to_token_stream().to_string())
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| "T".to_owned());
+        errors.push(syn::Error::new_spanned(
+            &p.ty,
+            format!(
+                "take the state as `&{ok}`: it is what `#[worker::init]` returns on success (the \
+                 `Ok` of its `Result`); when init fails the worker does not start, so no handler \
+                 ever sees the error"
+            ),
+        ));
     }
     for p in states.iter().skip(1) {
         errors.push(syn::Error::new_spanned(

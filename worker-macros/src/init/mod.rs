@@ -6,7 +6,6 @@ mod validate;
 
 use proc_macro2::TokenStream;
 
-use crate::codegen::debug_print;
 use crate::errors::{Errors, with_errors};
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -23,10 +22,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     validate::validate(&init, &mut errors);
-    let out = match errors.finish() {
+    match errors.finish() {
         Ok(()) => expand::expand(&init, &options),
         Err(error) => with_errors(item, error, expand::fallback(&options)),
-    };
-    debug_print(parse::MACRO, &init.item.sig.ident.to_string(), &out);
-    out
+    }
 }

@@ -4,11 +4,17 @@ use syn::FnArg;
 
 use super::parse::Init;
 use crate::errors::Errors;
-use crate::signature::{check_common, is_impl_trait};
+use crate::signature::{check_attrs, check_common, is_impl_future, is_impl_trait};
 
 pub(crate) fn validate(init: &Init, errors: &mut Errors) {
     let sig = &init.item.sig;
     check_common(sig, "an init function", "#[worker::init]", errors);
+    check_attrs(
+        &init.item.attrs,
+        "an init function",
+        "#[worker::init]",
+        errors,
+    );
     let typed: Vec<_> = sig
         .inputs
         .iter()
@@ -22,6 +28,16 @@ pub(crate) fn validate(init: &Init, errors: &mut Errors) {
         ));
     }
     if let syn::ReturnType::Type(_, ty) = &sig.output
+        && sig.asyncness.is_none()
+        && is_impl_future(ty)
+    {
+        errors.push(syn::Error::new_spanned(
+            ty,
+            "write the init function as `async fn load() -> T` (or `-> Result<T, E>`) instead of \
+             returning `impl Future`: the worker awaits it, and the handler's `&T` state is \
+             checked against the `T` it names",
+        ));
+    } else if let syn::ReturnType::Type(_, ty) = &sig.output
         && is_impl_trait(ty)
     {
         errors.push(syn::Error::new_spanned(
