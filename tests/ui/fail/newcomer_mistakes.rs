@@ -1,5 +1,6 @@
 // Mistakes a newcomer makes, each said in words on its token: `#[tokio::main]` stacked on the
-// handler, an init written as `fn … -> impl Future`, the state taken as the init's `Result`.
+// handler, an init written as `fn … -> impl Future`, the state taken as the init's `Result`, a
+// stream of borrowed items.
 mod stacked {
     #[worker::handler(main = false)]
     #[tokio::main]
@@ -33,6 +34,13 @@ mod result_state {
     #[worker::handler(main = false)]
     pub fn run(input: String, _model: &anyhow::Result<Model>) -> String {
         input
+    }
+}
+
+mod borrowed_items {
+    #[worker::handler(main = false)]
+    pub async fn run(input: String, stream: worker::StreamSender<&str>) {
+        let _ = (input, stream);
     }
 }
 

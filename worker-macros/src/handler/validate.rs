@@ -29,6 +29,22 @@ pub(crate) struct BatchRole<'a> {
     pub(crate) wait_micros: Option<(u64, proc_macro2::Span)>,
 }
 
+/// `T` of `StreamSender<T>` (or `&StreamSender<T>`).
+fn stream_item(ty: &Type) -> Option<&Type> {
+    let ty = match ty {
+        Type::Reference(r) => &*r.elem,
+        t => t,
+    };
+    let Type::Path(p) = ty else { return None };
+    match &p.path.segments.last()?.arguments {
+        syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
 /// `batch_wait`'s duration, in microseconds.
 fn parse_wait(text: &str) -> Option<u64> {
     crate::attr::parse_duration(text)
@@ -178,6 +194,23 @@ pub(crate) fn validate<'a>(
                     errors.push(syn::Error::new(
                         m.span,
                         "take the stream as `StreamSender<T>` or `&StreamSender<T>`, not `&mut`",
+                    ));
+                }
+                if let Some(item) = stream_item(&param.ty)
+                    && let Type::Reference(r) = item
+                {
+                    let owned = match &*r.elem {
+                        Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
+                        Type::Slice(s) => format!("Vec<{}>", s.elem.to_token_stream()),
+                        other => other.to_token_stream().to_string(),
+                    };
+                    errors.push(syn::Error::new_spanned(
+                        item,
+                        format!(
+                            "stream owned items: write `StreamSender<{owned}>` (the worker \
+                             makes the stream for the job before the handler runs, so its item \
+                             type cannot borrow)"
+                        ),
                     ));
                 }
                 streams.push(param);
