@@ -239,6 +239,30 @@ impl<E: Display + ?Sized> ErrorMessage for E {
     }
 }
 
+/* ---- parameters taken by their type's name ---- */
+
+/// A parameter whose type is named `Job` is the job context: it must be `worker::Job`.
+#[diagnostic::on_unimplemented(
+    message = "a parameter of type `{Self}` is taken for the job context, but `{Self}` is not `worker::Job`",
+    label = "the job context is `worker::Job`",
+    note = "to take your own `{Self}` type as the job's input, write its path from the crate root (`crate::…::{Self}`) or rename it"
+)]
+pub trait JobContext {}
+impl JobContext for Job {}
+
+/// A parameter whose type is named `StreamSender` is the stream: it must be
+/// `worker::StreamSender<T>`.
+#[diagnostic::on_unimplemented(
+    message = "a parameter of type `{Self}` is taken for the job's stream, but it is not `worker::StreamSender<T>`",
+    label = "the stream is `worker::StreamSender<T>`",
+    note = "to take your own type as the job's input, write its path from the crate root (`crate::…`) or rename it"
+)]
+pub trait StreamContext {}
+impl<T> StreamContext for StreamSender<T> {}
+
+pub fn assert_job_context<T: JobContext>() {}
+pub fn assert_stream_sender<T: StreamContext>() {}
+
 /* ---- concurrency ---- */
 
 /// What `concurrency = …` accepts besides an integer literal: a number of jobs (a `const`, an

@@ -61,7 +61,18 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     let input_ty = &roles.input.ty;
     // A batch handler's `Vec<T>` holds one job's input `T` per job: `T` is deserialized.
     let job_input_ty = roles.batch.as_ref().map_or(input_ty, |b| b.element);
-    let input_check = quote!(#private::assert_input::<#job_input_ty>(););
+    let mut input_check = quote!(#private::assert_input::<#job_input_ty>(););
+    // A parameter taken for the job context or the stream by its name must be the runtime's
+    // type: a user's own `Job` gets a message saying how to take it as the input instead.
+    for param in &handler.params {
+        if let Some(ty) = super::parse::context_type(param) {
+            let check = match param.kind {
+                ParamKind::Stream { .. } => quote_spanned!(ty.span()=> assert_stream_sender),
+                _ => quote_spanned!(ty.span()=> assert_job_context),
+            };
+            input_check = quote!(#input_check #private::#check::<#ty>(););
+        }
+    }
     let deserialize = quote!(#private::deserialize_input::<#input_ty>(&__worker_job));
 
     // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check

@@ -196,12 +196,43 @@ pub(crate) fn classify(ty: &Type) -> ParamKind {
 /// A path whose last segment is `StreamSender<…>` (`StreamSender<T>`, `worker::StreamSender<T>`).
 fn is_stream(ty: &Type) -> bool {
     match strip(ty) {
-        Type::Path(p) if p.qself.is_none() => p
+        Type::Path(p) if p.qself.is_none() && !is_local_path(&p.path) => p
             .path
             .segments
             .last()
             .is_some_and(|seg| seg.ident == "StreamSender"),
         _ => false,
+    }
+}
+
+/// A path from the user's own crate (`crate::…`, `self::…`, `super::…`): never the runtime's
+/// `Job` or `StreamSender`, whatever its last segment. Other paths ending in those names are
+/// taken for them, and the expansion checks that they are (`assert_job_context`).
+fn is_local_path(path: &syn::Path) -> bool {
+    path.leading_colon.is_none()
+        && path.segments.len() > 1
+        && path
+            .segments
+            .first()
+            .is_some_and(|s| s.ident == "crate" || s.ident == "self" || s.ident == "super")
+}
+
+/// The type the expansion asserts is the runtime's: `Job` of `Job`/`&Job`/`&[Job]`/`Vec<Job>`,
+/// or the `StreamSender<T>` of `&StreamSender<T>`.
+pub(crate) fn context_type(param: &Param) -> Option<&Type> {
+    fn unref(t: &Type) -> &Type {
+        match strip(t) {
+            Type::Reference(r) => strip(&r.elem),
+            t => t,
+        }
+    }
+    match param.kind {
+        ParamKind::Context { .. } | ParamKind::Stream { .. } => Some(unref(&param.ty)),
+        ParamKind::Jobs { .. } => match unref(&param.ty) {
+            Type::Slice(s) => Some(strip(&s.elem)),
+            t => vec_element(t).map(strip),
+        },
+        _ => None,
     }
 }
 
@@ -231,7 +262,7 @@ pub(crate) fn vec_element(ty: &Type) -> Option<&Type> {
 /// A path whose last segment is `Job` (`Job`, `worker::Job`, `::my_worker::Job`).
 fn is_job(ty: &Type) -> bool {
     match strip(ty) {
-        Type::Path(p) if p.qself.is_none() => p
+        Type::Path(p) if p.qself.is_none() && !is_local_path(&p.path) => p
             .path
             .segments
             .last()

@@ -29,6 +29,12 @@ pub(crate) struct BatchRole<'a> {
     pub(crate) wait_micros: Option<(u64, proc_macro2::Span)>,
 }
 
+/// A by-value parameter of type `Job`, written without a path.
+fn is_bare_job(p: &Param) -> bool {
+    matches!(p.kind, ParamKind::Context { by_ref: false, .. })
+        && matches!(crate::signature::strip(&p.ty), Type::Path(t) if t.path.is_ident("Job"))
+}
+
 /// `T` of `StreamSender<T>` (or `&StreamSender<T>`).
 fn stream_item(ty: &Type) -> Option<&Type> {
     let ty = match ty {
@@ -248,6 +254,17 @@ pub(crate) fn validate<'a>(
                          deserialized into it, so it cannot borrow; a `&T` parameter is the \
                          `#[worker::init]` state. If this is the input, take it owned: `{owned}`"
                     ),
+                ));
+            }
+        }
+        // The only by-value parameter is a bare `Job`: perhaps the user's own type of that name.
+        [] if contexts.iter().any(|p| is_bare_job(p)) => {
+            for p in contexts.iter().filter(|p| is_bare_job(p)) {
+                errors.push(syn::Error::new_spanned(
+                    &p.ty,
+                    "a handler takes one input parameter, and a parameter of type `Job` is the \
+                     job context (`worker::Job`), not the input: if this `Job` is your own type, \
+                     write its path from the crate root (`crate::Job`) or rename it",
                 ));
             }
         }
