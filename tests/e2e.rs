@@ -555,14 +555,7 @@ async fn take_in_flight_at_sigterm(after_start: bool) {
         .submit(json!({"input": {"echo": {"value": "taken"}}}))
         .await;
     // Handed out: the answer carrying it is on its way.
-    let deadline = std::time::Instant::now() + LONG;
-    while platform.status(&id).await["status"] != "IN_PROGRESS" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job was never handed out"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    platform.running(&id, LONG).await;
     if !after_start {
         assert!(!worker.stdout().contains("started"), "{}", worker.stdout());
     }
@@ -667,14 +660,7 @@ async fn a_second_signal_ends_the_grace_in_a_program_with_its_own_main() {
     let platform = Platform::start().await;
     let mut worker = spawn_embedded(&platform, &[]);
     let id = platform.submit(json!({"input": 60000})).await;
-    let deadline = std::time::Instant::now() + LONG;
-    while platform.status(&id).await["status"] != "IN_PROGRESS" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    platform.running(&id, LONG).await;
     worker.signal("TERM");
     platform
         .wait_for(LONG, "the worker to log the shutdown", |_| {

@@ -97,6 +97,18 @@ impl Platform {
         self.client(self.http.get(url)).await
     }
 
+    /// Wait until a worker has taken the job (`IN_PROGRESS`), or panic after `timeout`.
+    pub async fn running(&self, id: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.status(id).await["status"] != "IN_PROGRESS" {
+            assert!(
+                Instant::now() < deadline,
+                "job {id} was not taken within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Wait until the job is final (COMPLETED, FAILED, …); returns its `/status` body.
     pub async fn finished(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
