@@ -19,8 +19,12 @@
 //! Threads: candle spreads every matmul over all cores, which for a model this small costs
 //! more than it gains (about a fifth of the time is its threads waiting on each other; see
 //! BENCHMARKS.md). So each model call runs on one thread (`RAYON_NUM_THREADS=1`, unless you set
-//! it), and as many batches run at once as there are cores (`concurrency = cores`): twice the
-//! throughput on 2 cores.
+//! it), and as many batches run at once as there are cores (`concurrency = batches_at_once`):
+//! twice the throughput on 2 cores.
+//!
+//! GPU: built with `RUSTFLAGS="--cfg embed_cuda"` (candle's CUDA backend; needs the CUDA
+//! toolkit, see `docker/Dockerfile.cuda`), the model goes on the first GPU and one batch runs
+//! at a time; `EMBED_DEVICE` (`cpu`, `cuda`, `cuda:N`) chooses.
 
 use std::process::ExitCode;
 
@@ -37,9 +41,10 @@ fn main() -> ExitCode {
     worker_main()
 }
 
-/// One batch at a time per core (asked as the worker runs; a cgroup's CPU limit counts).
-fn cores(_current: usize) -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// One batch at a time per core on the CPU (asked as the worker runs; a cgroup's CPU limit
+/// counts), one on a GPU.
+fn batches_at_once(_current: usize) -> usize {
+    embed::Placement::from_env().map_or(1, embed::Placement::concurrency)
 }
 
 /// Load the model from `MODEL_DIR` (default: where `scripts/fetch-model.sh` puts it).
@@ -54,7 +59,7 @@ fn load() -> anyhow::Result<Embedder> {
 #[worker::handler(
     batch = 32,
     batch_wait = "5ms",
-    concurrency = cores,
+    concurrency = batches_at_once,
     main = false,
     test_input = "test_input.json"
 )]

@@ -158,6 +158,13 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// The runtime image's root filesystem without the worker: Debian bookworm minbase with
+/// `ca-certificates`, slimmed (`scripts/rootfs-test.sh`; README, "Image size").
+const DEBIAN_SLIM_BASE_MB: f64 = 83.8;
+/// The Python SDK image's without its venv: Debian with python3 and venv
+/// (`scripts/python-image-size.sh`: 326.3 MB, 198.8 MB of it the venv; README, "Image size").
+const PYTHON_BASE_MB: f64 = 127.5;
+
 /// Deterministic sentences of 8–20 words, different for every `i`.
 fn text(i: usize) -> String {
     const WORDS: [&str; 24] = [
@@ -573,9 +580,14 @@ fn render(
         num(binary),
         num(model_mb)
     ));
+    let image =
+        |base: f64, parts: [Option<f64>; 2]| -> Option<f64> { Some(base + parts[0]? + parts[1]?) };
+    let ours_image = image(DEBIAN_SLIM_BASE_MB, [binary, model_mb]);
+    let mut python_image = None;
     match python {
         Ok((python, installed)) => {
             let venv = python.parent().and_then(Path::parent).and_then(dir_mb);
+            python_image = image(PYTHON_BASE_MB, [venv, model_mb]);
             out.push_str(&format!(
                 "the Python worker's venv (runpod {}, sentence-transformers {SENTENCE_TRANSFORMERS}, \
                  torch with its CUDA wheels from PyPI) is {} MB{}, plus the same model.\n",
@@ -589,6 +601,18 @@ fn render(
         }
         Err(why) => out.push_str(&format!("the Python worker was not measured: {why}.\n")),
     }
+    out.push_str(&format!(
+        "Image size, uncompressed (the base root filesystems as `scripts/rootfs-test.sh` and \
+         `scripts/python-image-size.sh` measure them, {DEBIAN_SLIM_BASE_MB} MB Debian slim and \
+         {PYTHON_BASE_MB} MB Debian with Python, plus what each worker installs and the model): \
+         ours {} MB, Python {} MB{}.\n",
+        num(ours_image),
+        num(python_image),
+        match (ours_image, python_image) {
+            (Some(o), Some(p)) => format!(" ({:.0}× ours)", p / o),
+            _ => String::new(),
+        }
+    ));
     out.push_str(
         "Every worker is a fresh process on a fresh emulator; one-text jobs are queued all at \
          once and timed from the platform side (queue → final result); texts/s is texts over \

@@ -37,6 +37,71 @@ pub fn model_dir() -> PathBuf {
         })
 }
 
+/// Where the model runs: `EMBED_DEVICE` says (`cpu`, `cuda`, `cuda:N`); unset, the first GPU
+/// in a build with candle's CUDA backend (`RUSTFLAGS="--cfg embed_cuda"`), else the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The CPU, one thread per model call unless `RAYON_NUM_THREADS` says otherwise.
+    Cpu,
+    /// The CUDA device of this ordinal (as `CUDA_VISIBLE_DEVICES` numbers them).
+    Cuda(usize),
+}
+
+/// Whether this build has candle's CUDA backend.
+pub const CUDA_BUILD: bool = cfg!(embed_cuda);
+
+impl Placement {
+    /// `EMBED_DEVICE`, or the build's default.
+    pub fn from_env() -> anyhow::Result<Placement> {
+        Placement::parse(std::env::var("EMBED_DEVICE").ok().as_deref())
+    }
+
+    /// The placement a value of `EMBED_DEVICE` names (`None` or empty: the build's default).
+    pub fn parse(value: Option<&str>) -> anyhow::Result<Placement> {
+        let placement = match value.map(str::trim) {
+            None | Some("") if CUDA_BUILD => Placement::Cuda(0),
+            None | Some("") | Some("cpu") => Placement::Cpu,
+            Some("cuda") => Placement::Cuda(0),
+            Some(other) => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(ordinal)) => Placement::Cuda(ordinal),
+                _ => anyhow::bail!(
+                    "EMBED_DEVICE={other:?} is not a device: use `cpu`, `cuda` or `cuda:N` \
+                     (N the GPU's number, from 0)"
+                ),
+            },
+        };
+        if matches!(placement, Placement::Cuda(_)) && !CUDA_BUILD {
+            anyhow::bail!(
+                "EMBED_DEVICE asks for a GPU, but this worker was built without CUDA: build it \
+                 with RUSTFLAGS=\"--cfg embed_cuda\" on a machine with the CUDA toolkit \
+                 (docker/Dockerfile.cuda shows how), or set EMBED_DEVICE=cpu"
+            );
+        }
+        Ok(placement)
+    }
+
+    /// How many model calls should run at once: one per core on the CPU (each on one
+    /// thread), one on a GPU (it runs one call at a time anyway).
+    pub fn concurrency(self) -> usize {
+        match self {
+            Placement::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Placement::Cuda(_) => 1,
+        }
+    }
+
+    fn device(self) -> anyhow::Result<Device> {
+        match self {
+            Placement::Cpu => Ok(Device::Cpu),
+            Placement::Cuda(ordinal) => Device::new_cuda(ordinal).with_context(|| {
+                format!(
+                    "opening CUDA device {ordinal} (is a GPU visible to the container? \
+                     EMBED_DEVICE=cpu runs on the CPU)"
+                )
+            }),
+        }
+    }
+}
+
 /// One text's embedding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding {
@@ -65,8 +130,13 @@ impl std::fmt::Debug for Embedder {
 
 impl Embedder {
     /// Load the model directory of the sentence-transformers checkpoint (`config.json`,
-    /// `tokenizer.json`, `model.safetensors`).
+    /// `tokenizer.json`, `model.safetensors`) onto the device `EMBED_DEVICE` names.
     pub fn load(dir: &Path) -> anyhow::Result<Embedder> {
+        Embedder::load_on(dir, Placement::from_env()?)
+    }
+
+    /// [`Embedder::load`] onto a device of your choosing.
+    pub fn load_on(dir: &Path, placement: Placement) -> anyhow::Result<Embedder> {
         let file = |name: &str| {
             let path = dir.join(name);
             if path.is_file() {
@@ -95,7 +165,7 @@ impl Embedder {
             strategy: PaddingStrategy::BatchLongest,
             ..PaddingParams::default()
         }));
-        let device = Device::Cpu;
+        let device = placement.device()?;
         let weights = file("model.safetensors")?;
         // SAFETY: the weights file is memory-mapped read-only and must not change while the
         // worker runs; model files in an image or on a volume are written before it starts.
@@ -166,5 +236,43 @@ impl Embedder {
                 truncated: !encoding.get_overflowing().is_empty(),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embed_device_names_a_placement_or_says_what_is_wrong() {
+        assert_eq!(Placement::parse(Some("cpu")).unwrap(), Placement::Cpu);
+        assert_eq!(Placement::parse(Some(" cpu ")).unwrap(), Placement::Cpu);
+        let default = if CUDA_BUILD {
+            Placement::Cuda(0)
+        } else {
+            Placement::Cpu
+        };
+        assert_eq!(Placement::parse(None).unwrap(), default);
+        assert_eq!(Placement::parse(Some("")).unwrap(), default);
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU0"] {
+            let message = Placement::parse(Some(bad)).unwrap_err().to_string();
+            assert!(
+                message.contains("use `cpu`, `cuda` or `cuda:N`"),
+                "{bad}: {message}"
+            );
+        }
+        for gpu in ["cuda", "cuda:1"] {
+            match (Placement::parse(Some(gpu)), CUDA_BUILD) {
+                (Ok(placement), true) => assert!(matches!(placement, Placement::Cuda(_))),
+                (Err(e), false) => assert!(e.to_string().contains("--cfg embed_cuda"), "{e}"),
+                (other, cuda) => panic!("{gpu} in a build with CUDA {cuda}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            Placement::parse(Some("cuda:3")).ok(),
+            CUDA_BUILD.then_some(Placement::Cuda(3))
+        );
+        assert_eq!(Placement::Cuda(0).concurrency(), 1);
+        assert!(Placement::Cpu.concurrency() >= 1);
     }
 }
