@@ -219,7 +219,8 @@ pub(crate) fn parse_duration(text: &str) -> Option<u64> {
     number.checked_mul(scale)
 }
 
-/// The path generated code starts with: `::worker`, or what `crate = "…"` says.
+/// The path generated code starts with: what `crate = "…"` says, else the runtime's name in
+/// `Cargo.toml` ([`default_crate_path`]).
 pub(crate) fn crate_path(args: &Args, errors: &mut Errors) -> syn::Path {
     match args.get("crate") {
         Some(Value::Str(text, span)) => match syn::parse_str::<syn::Path>(text) {
@@ -239,8 +240,12 @@ pub(crate) fn crate_path(args: &Args, errors: &mut Errors) -> syn::Path {
     }
 }
 
+/// `::worker`, or the name `Cargo.toml` gives the runtime when it renames it
+/// (`rp = { package = "worker-runtime" }`: `::rp`).
 pub(crate) fn default_crate_path() -> syn::Path {
-    syn::parse_quote!(::worker)
+    crate::manifest::renamed_runtime()
+        .and_then(|name| syn::parse_str(&format!("::{name}")).ok())
+        .unwrap_or_else(|| syn::parse_quote!(::worker))
 }
 
 /// Give a path parsed from a string literal the literal's location (resolved at the call site),

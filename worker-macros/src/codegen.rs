@@ -4,6 +4,12 @@ use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::{GenericArgument, PathArguments, Type};
 
+/// The name every `#[worker::init]` gives its provider, and the module's handler looks up (a
+/// glob-imported fallback stands in when there is none). It reads as the rule it enforces:
+/// two inits in a module are told "the name `one_worker_init_per_module` is defined multiple
+/// times", at both attributes.
+pub(crate) const INIT_ALIAS: &str = "one_worker_init_per_module";
+
 use crate::signature::strip;
 
 /// `{ tokens }` as one expression located at `span` (the user's token), while the tokens inside

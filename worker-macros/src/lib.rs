@@ -13,6 +13,7 @@ mod codegen;
 mod errors;
 mod handler;
 mod init;
+mod manifest;
 mod signature;
 
 use proc_macro::TokenStream;
@@ -104,7 +105,8 @@ use proc_macro::TokenStream;
 ///   a busy loop) holds them all back, and `tokio::task::block_in_place` panics. Plain `fn`
 ///   handlers still run on blocking threads; the heartbeat has its own thread either way.
 /// - `crate = "my_worker"`: the path of the runtime crate in generated code, when it is not
-///   `::worker` (e.g. after `use worker as my_worker;`).
+///   `::worker` (e.g. a re-export: `use worker as my_worker;`). A rename in `Cargo.toml`
+///   (`rp = { package = "worker-runtime" }`) needs none: the macros read it there.
 ///
 /// The generated `fn main` must be in the crate root; a module holds at most one handler.
 #[proc_macro_attribute]

@@ -303,7 +303,7 @@ pub type State = Box<dyn Any + Send + Sync>;
 /// The running of `#[worker::init]`.
 pub type InitFuture = Pin<Box<dyn Future<Output = Result<State, Failure>> + Send>>;
 
-/// Implemented by the hidden `__WorkerInit` type `#[worker::init]` generates.
+/// Implemented by the hidden type `#[worker::init]` generates (named after the init function).
 pub trait InitProvider {
     /// The init function's name, for messages.
     const NAME: &'static str;
@@ -313,7 +313,7 @@ pub trait InitProvider {
     fn init() -> InitFuture;
 }
 
-/// Stands in for `__WorkerInit` when the module has no `#[worker::init]`.
+/// Stands in for the module's init when it has no `#[worker::init]`.
 #[derive(Debug)]
 pub struct NoInitFunction;
 
@@ -326,7 +326,7 @@ impl InitProvider for NoInitFunction {
 
 /// The glob-imported fallback: a local `#[worker::init]` shadows it.
 pub mod fallback {
-    pub use super::NoInitFunction as __WorkerInit;
+    pub use super::NoInitFunction as one_worker_init_per_module;
 }
 
 /// `I` provides the handler state `S`: implemented by `#[worker::init]` for the type it returns.

@@ -7,7 +7,7 @@ use syn::{Ident, LitInt, LitStr, ReturnType};
 
 use super::parse::{Handler, Options, ParamKind};
 use super::validate::Roles;
-use crate::codegen::{call_at, failure_of, kind_imports, parens_at, value_span};
+use crate::codegen::{INIT_ALIAS, call_at, failure_of, kind_imports, parens_at, value_span};
 
 /// The user's function unchanged, the glob import of the init fallback, and the entry point.
 pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) -> TokenStream {
@@ -17,7 +17,9 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     let sig = &item.sig;
     let name = &sig.ident;
     let name_str = syn::ext::IdentExt::unraw(name).to_string();
-    let init = Ident::new("__WorkerInit", Span::call_site());
+    // The module's init, by the one name every `#[worker::init]` defines (so two of them in a
+    // module are told, in that name, that a module has one).
+    let init = Ident::new(INIT_ALIAS, Span::call_site());
 
     // Settings::new("name").concurrency(n).test_input(path, contents)
     let mut settings = quote!(#private::Settings::new(#name_str));
@@ -76,19 +78,27 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     let deserialize = quote!(#private::deserialize_input::<#input_ty>(&__worker_job));
 
     // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check
-    // names `__WorkerInit` at the state type so a failure underlines it.
+    // names the module's init at the state type so a failure underlines it.
     // The adapter is named at the state type in its `Handler` impl: a state that is not `Sync`
     // is then reported on the handler's `&T` too.
-    let mut adapter = Ident::new("__WorkerHandler", Span::call_site());
+    // The adapter struct has the handler's own name (a braced struct: no value of that name
+    // hides the function), so notes such as "required because it appears within the type
+    // `generate`" read in the user's words.
+    let adapter_name = |span: Span| {
+        let mut ident = name.clone();
+        ident.set_span(span);
+        ident
+    };
+    let mut adapter = adapter_name(Span::call_site());
     let (state_field, state_check, make_handler, take_state) = match roles.state {
         Some(elem) => {
-            let provider = Ident::new("__WorkerInit", elem.span());
-            adapter = Ident::new("__WorkerHandler", elem.span());
+            let provider = Ident::new(INIT_ALIAS, elem.span());
+            adapter = adapter_name(elem.span());
             (
                 quote!({ state: &'static #elem }),
                 quote!(#private::assert_state::<#provider, #elem>();),
                 quote! {
-                    |__worker_state| ::core::result::Result::Ok(__WorkerHandler {
+                    |__worker_state| ::core::result::Result::Ok(#adapter {
                         state: #private::state::<#elem>(__worker_state)?,
                     })
                 },
@@ -96,9 +106,9 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             )
         }
         None => (
-            quote!(;),
+            quote!({}),
             quote!(),
-            quote!(|_| ::core::result::Result::Ok(__WorkerHandler)),
+            quote!(|_| ::core::result::Result::Ok(#adapter {})),
             quote!(),
         ),
     };
@@ -300,16 +310,24 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         quote!()
     };
 
+    // Two handlers in a module clash on `main` (or `worker_main`); this name clashes too and
+    // says the rule in words, listed first.
+    let one_per_module = Ident::new("one_worker_handler_per_module", Span::call_site());
+
     quote! {
         #deny
         #item
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        enum #one_per_module {}
 
         #[allow(unused_imports)]
         use #private::fallback::*;
 
         #vis fn #entry() -> ::std::process::ExitCode {
             #[allow(non_camel_case_types)]
-            struct __WorkerHandler #state_field
+            struct #adapter #state_field
 
             #handler_impl
 
@@ -373,14 +391,14 @@ mod tests {
         ));
         has(quote!(fn main() -> ::std::process::ExitCode));
         assert!(
-            out.contains("struct __WorkerHandler { state : & 'static Model }"),
+            out.contains("struct generate { state : & 'static Model }"),
             "{out}"
         );
         has(quote!(
             ::worker::__private::Settings::new("generate").concurrency(4)
         ));
         has(quote!(::worker::__private::assert_input::<Prompt>();));
-        has(quote!(::worker::__private::assert_state::<__WorkerInit, Model>();));
+        has(quote!(::worker::__private::assert_state::<one_worker_init_per_module, Model>();));
         assert!(
             out.contains(":: worker :: __private :: Invocation :: new (async move {"),
             "{out}"
@@ -394,7 +412,9 @@ mod tests {
             .await
         ));
         has(quote!(::worker::__private::output({ __worker_output })));
-        has(quote!(::worker::__private::main::<__WorkerInit, _>));
+        has(quote!(
+            ::worker::__private::main::<one_worker_init_per_module, _>
+        ));
     }
 
     #[test]

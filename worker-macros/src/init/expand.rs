@@ -5,9 +5,10 @@ use quote::{quote, quote_spanned};
 use syn::{Ident, ReturnType};
 
 use super::parse::{Init, Options};
-use crate::codegen::{call_at, failure_of, kind_imports, parens_at, value_span};
+use crate::codegen::{INIT_ALIAS, call_at, failure_of, kind_imports, parens_at, value_span};
 
-/// The user's function unchanged, then `__WorkerInit`, which the module's handler finds by name.
+/// The user's function unchanged, then its provider, which the module's handler finds by the
+/// name [`INIT_ALIAS`].
 pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
     let krate = &options.krate;
     let private = quote!(#krate::__private);
@@ -15,17 +16,19 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
     let sig = &item.sig;
     let name = &sig.ident;
     let name_str = syn::ext::IdentExt::unraw(name).to_string();
-    // The provider is a struct named after the function, found by handlers through the fixed
-    // alias `__WorkerInit`. Two `#[worker::init]`s in a module then clash only on the alias
-    // (one error, on both attributes) and not on their trait impls.
-    let provider = Ident::new(&format!("__WorkerInit_{name_str}"), Span::call_site());
-    let alias = Ident::new("__WorkerInit", Span::call_site());
+    // The provider is a type with the function's own name (an empty enum: the type namespace
+    // only, so it does not hide the function), found by handlers through the fixed alias. Notes
+    // then read "required for `load` to implement …", and two `#[worker::init]`s in a module
+    // clash only on the alias (one error, on both attributes, in words), not on their impls.
+    let mut provider = name.clone();
+    provider.set_span(Span::call_site());
+    let alias = Ident::new(INIT_ALIAS, Span::call_site());
     let (ret, ret_span) = match &sig.output {
         ReturnType::Type(_, ty) => (quote!(#ty), value_span(ty)),
         ReturnType::Default => (quote!(()), name.span()),
     };
     // Located at the return type: a handler whose state differs is told "required for
-    // `__WorkerInit` to implement `ProvidesState<…>`" there.
+    // `load` to implement `ProvidesState<…>`" there.
     let provides = quote_spanned! {ret_span=>
         impl<__S> #private::ProvidesState<__S> for #provider where #ret: #private::InitReturn<__S> {}
     };
@@ -74,7 +77,7 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
-        struct #provider;
+        enum #provider {}
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
@@ -94,17 +97,18 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
     }
 }
 
-/// Emitted beside the unchanged item when there are errors: a `__WorkerInit` that provides any
+/// Emitted beside the unchanged item when there are errors: a provider that provides any
 /// state, so the module's handler reports nothing more.
 pub(crate) fn fallback(options: &Options) -> TokenStream {
     let krate = &options.krate;
     let private = quote!(#krate::__private);
+    let alias = Ident::new(INIT_ALIAS, Span::call_site());
     quote! {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
-        struct __WorkerInit;
-        impl<__S> #private::ProvidesState<__S> for __WorkerInit {}
-        impl #private::InitProvider for __WorkerInit {
+        enum #alias {}
+        impl<__S> #private::ProvidesState<__S> for #alias {}
+        impl #private::InitProvider for #alias {
             const NAME: &'static str = "";
             fn init() -> #private::InitFuture {
                 <#private::NoInitFunction as #private::InitProvider>::init()
@@ -146,13 +150,13 @@ mod tests {
             }
         ));
         has(quote!(
-            struct __WorkerInit_load;
+            enum load {}
         ));
         has(quote!(
-            type __WorkerInit = __WorkerInit_load;
+            type one_worker_init_per_module = load;
         ));
         has(quote!(
-            impl<__S> ::worker::__private::ProvidesState<__S> for __WorkerInit_load where
+            impl<__S> ::worker::__private::ProvidesState<__S> for load where
                 anyhow::Result<Model>: ::worker::__private::InitReturn<__S>
             {
             }
