@@ -1038,3 +1038,142 @@ async fn a_cancel_during_the_shutdown_grace_is_honoured() {
         "a cancelled job posted a result"
     );
 }
+
+/// A job that logs `lines` (`"debug: …"`, `"warn: …"` at those levels), then does `then`.
+fn logged(lines: &[&str], then: Value) -> Value {
+    json!({"input": {"logged": {"lines": lines, "then": then}}})
+}
+
+/// The report's `logs`, as strings without their `+Nms` elapsed prefix.
+fn report_logs(report: &Value) -> Vec<String> {
+    report["logs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `logs` in {report}"))
+        .iter()
+        .map(|line| {
+            let line = line.as_str().unwrap();
+            let (elapsed, rest) = line.split_once("ms ").unwrap_or_else(|| panic!("{line}"));
+            assert!(elapsed.starts_with('+'), "{line}");
+            rest.to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_carries_its_own_log_lines_never_a_secret() {
+    let platform = Platform::start().await;
+    let _worker = WorkerProcess::spawn(&fixture(), &platform.env(), &[]);
+    let key_line = format!("calling the API with {API_KEY}");
+    let id = platform
+        .submit(logged(
+            &[
+                "loading shard 3",
+                "debug: tensor shapes ok",
+                "warn: cache miss for shard 3",
+                &key_line,
+                "sending Authorization: Bearer tok-123456",
+            ],
+            json!({"fail": {"message": "shard 3 is corrupt"}}),
+        ))
+        .await;
+    let report = error_report(&json(&platform.done(&id).await));
+    assert_eq!(report["error_message"], "shard 3 is corrupt");
+    // The handler's lines at the log level (INFO), oldest first; not the runtime's "Started.".
+    assert_eq!(
+        report_logs(&report),
+        [
+            "INFO  loading shard 3",
+            "WARN  cache miss for shard 3",
+            "INFO  calling the API with [redacted]",
+            "INFO  sending Authorization: Bearer [redacted]",
+        ]
+    );
+    let raw = report.to_string();
+    assert!(
+        !raw.contains(API_KEY) && !raw.contains("tok-123456"),
+        "{raw}"
+    );
+
+    // A panic's report carries them too; each job only its own.
+    let other = platform
+        .submit(logged(
+            &["about to index"],
+            json!({"panic": {"message": "index out of range"}}),
+        ))
+        .await;
+    let report = error_report(&json(&platform.done(&other).await));
+    assert_eq!(report["error_type"], "panic");
+    assert_eq!(report_logs(&report), ["INFO  about to index"]);
+
+    // A job that succeeds posts its output only.
+    let ok = platform
+        .submit(logged(&["fine"], json!({"echo": {"value": 1}})))
+        .await;
+    assert_eq!(json(&platform.done(&ok).await), json!({"output": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runpod_log_capture_all_keeps_every_level_and_off_none() {
+    for (capture, expected) in [
+        ("all", Some(vec!["DEBUG tensor shapes ok", "INFO  loading"])),
+        ("off", None),
+    ] {
+        let platform = Platform::start().await;
+        let env = env_with(&platform, &[("RUNPOD_LOG_CAPTURE", capture)]);
+        let mut worker = WorkerProcess::spawn(&fixture(), &env, &[]);
+        let id = platform
+            .submit(logged(
+                &["debug: tensor shapes ok", "loading"],
+                json!({"fail": {"message": "no"}}),
+            ))
+            .await;
+        let report = error_report(&json(&platform.done(&id).await));
+        match expected {
+            Some(lines) => assert_eq!(report_logs(&report), lines, "{capture}"),
+            None => assert!(report.get("logs").is_none(), "{capture}: {report}"),
+        }
+        // `all` is for the report: the worker's own output stays at its level (INFO).
+        worker.signal("TERM");
+        worker.exit(LONG).await;
+        assert!(!worker.stdout().contains("tensor shapes ok"), "{capture}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_carries_its_log_lines() {
+    let platform = Platform::start().await;
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_stream-fixture"));
+    let _worker = WorkerProcess::spawn(&bin, &platform.env(), &[]);
+    let id = platform
+        .submit(json!({"input": {"n": 2, "fail": "the model ran out of memory"}}))
+        .await;
+    let status = platform.finished(&id, LONG).await;
+    assert_eq!(status["status"], "FAILED", "{status}");
+    let report: Value = serde_json::from_str(status["error"].as_str().unwrap()).unwrap();
+    assert_eq!(report["error_message"], "the model ran out of memory");
+    assert_eq!(
+        report_logs(&report),
+        ["INFO  sent item 0", "INFO  sent item 1"]
+    );
+}
+
+#[test]
+fn local_mode_prints_a_failed_jobs_log_lines_in_its_report() {
+    let (code, stdout, _) = run_local(
+        &fixture(),
+        &[],
+        &[
+            "--test_input",
+            &logged(
+                &["reading the prompt"],
+                json!({"fail": {"message": "nope"}}),
+            )
+            .to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    let printed: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let report: Value = serde_json::from_str(printed["error"].as_str().unwrap()).unwrap();
+    assert_eq!(report_logs(&report), ["INFO  reading the prompt"]);
+}

@@ -26,6 +26,11 @@ enum Action {
     Big { bytes: usize },
     /// Log each line (inside the job, so each carries the job id).
     Log { lines: Vec<String> },
+    /// Log each line at its level (`"debug: …"`, `"warn: …"`, else INFO), then do `then`.
+    Logged {
+        lines: Vec<String>,
+        then: Box<Action>,
+    },
     /// Return `{"score": NaN}`, which JSON cannot carry.
     Nan,
     /// Return a map with non-string keys, which JSON cannot carry.
@@ -135,6 +140,16 @@ fn handle_action(
                 worker::tracing::info!("{line}");
             }
             Value::Null
+        }
+        Action::Logged { lines, then } => {
+            for line in &lines {
+                match line.split_once(": ") {
+                    Some(("debug", text)) => worker::tracing::debug!("{text}"),
+                    Some(("warn", text)) => worker::tracing::warn!("{text}"),
+                    _ => worker::tracing::info!("{line}"),
+                }
+            }
+            return handle_action(*then, state, job);
         }
         Action::Nan => return Ok(Err(Output::Scores { score: f64::NAN })),
         Action::Unserializable => {

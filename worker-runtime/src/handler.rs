@@ -66,6 +66,17 @@ impl Outcome {
         }
     }
 
+    /// A failure gets the log lines of the job span the caller is in (job_log.rs), unless it
+    /// has some already.
+    pub(crate) fn with_job_logs(mut self) -> Outcome {
+        if let OutcomeKind::Failed(failure) = &mut self.kind
+            && failure.logs.is_empty()
+        {
+            failure.logs = crate::job_log::current();
+        }
+        self
+    }
+
     /// The output JSON text, if the job succeeded.
     pub fn output_json(&self) -> Option<&str> {
         match &self.kind {

@@ -49,6 +49,7 @@ mod handler;
 mod heartbeat;
 mod init_gate;
 mod job;
+mod job_log;
 mod job_loop;
 mod limits;
 mod local;

@@ -198,6 +198,7 @@ async fn run_one<H: Handler>(
         tracing::info!("Started.");
         let outcome = handler.call(job).await;
         control.close_progress().await;
+        let outcome = outcome.with_job_logs();
         log_outcome(&outcome);
         outcome
     }

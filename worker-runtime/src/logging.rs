@@ -24,6 +24,9 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+pub(crate) use crate::job_log::Capture;
+use crate::job_log::JobLogLayer;
+
 /// RunPod's log levels, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum LogLevel {
@@ -88,10 +91,10 @@ pub(crate) enum LogTarget {
 }
 
 /// Install the global subscriber. Does nothing if the program already installed one.
-pub(crate) fn init(level: LogLevel, format: LogFormat, target: LogTarget) {
+pub(crate) fn init(level: LogLevel, format: LogFormat, target: LogTarget, capture: Capture) {
     match target {
-        LogTarget::Stdout => install(level, format, BufferedStdout::start()),
-        LogTarget::Stderr => install(level, format, std::io::stderr),
+        LogTarget::Stdout => install(level, format, capture, BufferedStdout::start()),
+        LogTarget::Stderr => install(level, format, capture, std::io::stderr),
     }
 }
 
@@ -231,26 +234,41 @@ impl<'a> MakeWriter<'a> for BufferedStdout {
     }
 }
 
-fn install<W>(level: LogLevel, format: LogFormat, writer: W)
+fn install<W>(level: LogLevel, format: LogFormat, capture: Capture, writer: W)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let max = level.filter();
     // Dependencies (HTTP stack) only speak up for warnings, whatever the level.
-    let filter = filter_fn(move |meta| {
+    let admits = |meta: &Metadata<'_>, max: LevelFilter| {
         let ours = !["hyper", "h2", "reqwest", "rustls", "tower", "axum"]
             .iter()
             .any(|p| meta.target().starts_with(p));
         (ours || *meta.level() <= Level::WARN) && max >= *meta.level()
-    });
+    };
+    let up_to = move |max: LevelFilter| filter_fn(move |meta| admits(meta, max));
+    // The job log sees every `job` span (its buffer lives there), whatever the level.
+    let job_spans_and = move |max: LevelFilter| {
+        filter_fn(move |meta| (meta.is_span() && meta.name() == "job") || admits(meta, max))
+    };
+    let filter = up_to(level.filter());
     let fmt = tracing_subscriber::fmt::layer()
         .event_format(RunpodFormat { format })
         .with_writer(writer);
-    let _ = tracing_subscriber::registry()
+    // A failed job's report carries its lines (job_log.rs): at the log level, or all of them.
+    let job_log = match capture {
+        Capture::Off => None,
+        Capture::Auto => Some(JobLogLayer.with_filter(job_spans_and(level.filter()))),
+        Capture::All => Some(JobLogLayer.with_filter(job_spans_and(LevelFilter::TRACE))),
+    };
+    let installed = tracing_subscriber::registry()
         .with(JobFieldsLayer)
+        .with(job_log)
         .with(InitLinesLayer.with_filter(filter.clone()))
         .with(fmt.with_filter(filter))
         .try_init();
+    if installed.is_ok() && capture != Capture::Off {
+        crate::job_log::enable();
+    }
 }
 
 /// The most lines of init's log kept for the report of an init failure, and their longest.
@@ -354,9 +372,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JobFieldsLayer {
 
 /// The message of an event, with its other fields appended as `key=value`.
 #[derive(Default)]
-struct Message {
-    text: String,
-    extra: String,
+pub(crate) struct Message {
+    pub(crate) text: String,
+    pub(crate) extra: String,
 }
 
 impl Visit for Message {
@@ -389,7 +407,7 @@ struct RunpodFormat {
     format: LogFormat,
 }
 
-fn level_name(level: &Level) -> &'static str {
+pub(crate) fn level_name(level: &Level) -> &'static str {
     match *level {
         Level::TRACE => "TRACE",
         Level::DEBUG => "DEBUG",

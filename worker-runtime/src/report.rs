@@ -62,6 +62,8 @@ pub struct Failure {
     pub(crate) error_traceback: String,
     /// [`Failure::exact`]: the job's `error` is this JSON text, not the report.
     pub(crate) exact: Option<String>,
+    /// The job's recent log lines, oldest first (job_log.rs): the report's `logs`.
+    pub(crate) logs: Vec<String>,
 }
 
 impl Failure {
@@ -75,6 +77,7 @@ impl Failure {
             error_message,
             error_traceback,
             exact: None,
+            logs: Vec::new(),
         }
     }
 
@@ -143,6 +146,7 @@ impl Failure {
             error_message,
             error_traceback: traceback,
             exact: None,
+            logs: Vec::new(),
         }
     }
 
@@ -158,6 +162,7 @@ impl Failure {
             error_message: message,
             error_traceback,
             exact: None,
+            logs: Vec::new(),
         }
     }
 
@@ -169,6 +174,12 @@ impl Failure {
     /// The error's message (`error_message`).
     pub fn message(&self) -> &str {
         &self.error_message
+    }
+
+    /// The job's recent log lines the report carries (`logs`), oldest first: filled in by the
+    /// runtime when the job fails (`RUNPOD_LOG_CAPTURE`).
+    pub fn logs(&self) -> &[String] {
+        &self.logs
     }
 
     /// The source chain, panic location or backtrace (`error_traceback`).
@@ -200,6 +211,22 @@ impl Failure {
                 .as_ref()
                 .filter(|json| json.len() <= max)
                 .cloned(),
+            // The newest lines that fit in `max` characters.
+            logs: {
+                let mut budget = max;
+                let mut kept: Vec<String> = self
+                    .logs
+                    .iter()
+                    .rev()
+                    .map_while(|line| {
+                        let line = cut(line, max);
+                        budget = budget.checked_sub(line.len())?;
+                        Some(line)
+                    })
+                    .collect();
+                kept.reverse();
+                kept
+            },
         }
     }
 }
@@ -377,6 +404,7 @@ fn panic_failure(payload: Box<dyn Any + Send>, captured: Option<CapturedPanic>) 
         error_message: message,
         error_traceback: traceback,
         exact: None,
+        logs: Vec::new(),
     }
 }
 

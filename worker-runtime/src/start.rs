@@ -386,7 +386,16 @@ impl Started {
             (_, true) => (LogFormat::Json, LogTarget::Stdout),
             (_, false) => (LogFormat::Text, LogTarget::Stdout),
         };
-        logging::init(level, format, target);
+        let capture = logging::Capture::parse(std::env::var("RUNPOD_LOG_CAPTURE").ok().as_deref())
+            .inspect_err(|e| eprintln!("error: {e}"))?;
+        logging::init(level, format, target, capture);
+        // A failed job's report carries its log lines: never the API key.
+        if let Ok(Mode::Production(cfg)) = &mode {
+            crate::job_log::add_secret(&cfg.api_key);
+        }
+        if let Ok(key) = std::env::var("RUNPOD_AI_API_KEY") {
+            crate::job_log::add_secret(&key);
+        }
         if !Args::other().is_empty() && platform.is_none() {
             tracing::warn!(
                 "ignoring command-line arguments the worker does not read: {} (your code can \
@@ -599,7 +608,7 @@ fn make_handler<H>(
     make(state).map_err(|failure| {
         tracing::error!("could not build the handler `{}`: {failure}", settings.name);
         InitFailed {
-            failure,
+            failure: Box::new(failure),
             lines: Vec::new(),
         }
     })
@@ -755,7 +764,10 @@ async fn run_init(init: InitStep) -> Result<&'static (dyn Any + Send + Sync), In
                 "init function `{name}` failed: {failure}\n{}",
                 failure.traceback()
             );
-            Err(InitFailed { failure, lines })
+            Err(InitFailed {
+                failure: Box::new(failure),
+                lines,
+            })
         }
     }
 }
@@ -763,7 +775,8 @@ async fn run_init(init: InitStep) -> Result<&'static (dyn Any + Send + Sync), In
 /// A failed init function: its error, and the last lines it logged.
 #[derive(Debug)]
 pub(crate) struct InitFailed {
-    failure: Failure,
+    // Boxed: `Result<_, InitFailed>` stays small on the start path.
+    failure: Box<Failure>,
     lines: Vec<String>,
 }
 
@@ -773,7 +786,7 @@ fn init_error(name: &str, failed: &InitFailed) -> Error {
         ErrorKind::Init,
         format!("the init function `{name}` failed: {}", failed.failure),
     )
-    .with_source(failed.failure.clone())
+    .with_source((*failed.failure).clone())
 }
 
 /// What a job taken while init ran is told when init failed: the error and its chain, then

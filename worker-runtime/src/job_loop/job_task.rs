@@ -75,6 +75,7 @@ pub(super) async fn run_job<H: Handler>(
             hold_until_thread_returns(thread, slot, &shared.shutdown).await;
             return;
         };
+        let outcome = outcome.with_job_logs();
         log_outcome(&outcome);
         let stop_pod = shared.options.refresh_worker || control.refresh_requested();
         let reporter = (shared.cfg.hostname.as_str(), shared.cfg.report_worker_id());

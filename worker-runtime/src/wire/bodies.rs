@@ -80,6 +80,9 @@ struct ErrorReport<'a> {
     hostname: &'a str,
     worker_id: &'a str,
     runpod_version: &'a str,
+    /// The job's recent log lines (the Python SDK 2.0's `logs`, with RUNPOD_LOG_CAPTURE=all).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    logs: &'a [String],
 }
 
 /// The error report of `failure`, as the JSON string that goes in `error`.
@@ -91,6 +94,7 @@ pub(crate) fn error_report(failure: &Failure, hostname: &str, worker_id: &str) -
         hostname,
         worker_id,
         runpod_version: VERSION,
+        logs: &failure.logs,
     };
     serde_json::to_string(&report).unwrap_or_else(|_| failure.error_message.clone())
 }
