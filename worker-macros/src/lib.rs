@@ -14,6 +14,8 @@ mod errors;
 mod handler;
 mod init;
 mod manifest;
+#[cfg(test)]
+mod props;
 mod signature;
 
 use proc_macro::TokenStream;

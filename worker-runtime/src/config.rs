@@ -236,9 +236,11 @@ impl PlatformConfig {
         const DONE: &str = "RUNPOD_WEBHOOK_POST_OUTPUT";
         const STREAM: &str = "RUNPOD_WEBHOOK_POST_STREAM";
         const PING: &str = "RUNPOD_WEBHOOK_PING";
-        let job_take = check_url(TAKE, &required_url(env, TAKE)?.replace("$ID", &worker_id))?;
+        // Percent-encoded, as job ids are: a worker id with `/`, `?` or `#` stays one segment.
+        let encoded = crate::wire::encode_component(&worker_id);
+        let job_take = check_url(TAKE, &required_url(env, TAKE)?.replace("$ID", &encoded))?;
         let pod_url = |template: String, name: &str| {
-            check_url(name, &template.replace("$RUNPOD_POD_ID", &worker_id))
+            check_url(name, &template.replace("$RUNPOD_POD_ID", &encoded))
         };
         let job_done = pod_url(required_url(env, DONE)?, DONE)?;
         let job_stream = optional_url(env, STREAM)

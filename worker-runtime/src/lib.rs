@@ -55,6 +55,8 @@ mod limits;
 mod local;
 mod logging;
 mod platform;
+#[cfg(test)]
+mod props;
 mod report;
 mod retry;
 mod serve_api;

@@ -13,7 +13,7 @@ pub(crate) use answers::{parse_jobs, parse_stop, snippet};
 pub(crate) use bodies::{
     ErrorField, done_body, error_report, post_headers, progress_body, stream_chunk, stream_output,
 };
-pub(crate) use urls::Urls;
+pub(crate) use urls::{Urls, encode_component};
 
 /// The version reported as `runpod_version` in pings and error reports.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");

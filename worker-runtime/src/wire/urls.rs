@@ -151,9 +151,14 @@ impl Urls {
     }
 }
 
+/// `text` percent-encoded but for RFC 3986's unreserved characters: an id as one URL component.
+pub(crate) fn encode_component(text: &str) -> String {
+    utf8_percent_encode(text, COMPONENT).to_string()
+}
+
 /// `template` with every `$ID` (in its path or query) replaced by the percent-encoded job id.
 fn with_job_id(template: &Url, job_id: &str) -> Url {
-    let id = utf8_percent_encode(job_id, COMPONENT).to_string();
+    let id = encode_component(job_id);
     let mut url = template.clone();
     if template.path().contains("$ID") {
         url.set_path(&template.path().replace("$ID", &id));
