@@ -21,13 +21,19 @@
 //! - at most 5 redirects, each checked the same way;
 //! - at most `RUNPOD_MAX_DOWNLOAD_BYTES` bytes (default 5 GiB, [`Downloads::max_bytes`]).
 //!
+//! Besides the address forms (mapped IPv6, decimal/octal/hex IPv4, …, in `address.rs`), the
+//! tests give the downloader a hostile resolver: a public host that redirects to a private
+//! address, a name with a public and a private address, a redirect loop, and DNS rebinding
+//! (public on the check, private on a second lookup: the connection still goes to the checked
+//! address, and only a fresh download sees, and refuses, the new answer).
+//!
 //! Unlike the Python SDK, a failed download is an error the handler sees (and can `?`), not a
 //! `None` in a list.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Url, header};
@@ -92,6 +98,29 @@ pub struct Downloads {
     allow_private: bool,
     connect_timeout: Duration,
     read_timeout: Duration,
+    net: Net,
+}
+
+/// How a host name becomes the address connected to: the system resolver, and that address
+/// itself. Tests replace both, to answer as a hostile DNS server would and to reach a
+/// loopback server behind a "public" address.
+#[derive(Clone, Default)]
+struct Net {
+    lookup: Option<Arc<Lookup>>,
+    dial: Option<Arc<Dial>>,
+}
+
+type Lookup = dyn Fn(&str, u16) -> Vec<SocketAddr> + Send + Sync;
+type Dial = dyn Fn(SocketAddr) -> SocketAddr + Send + Sync;
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.lookup.is_some() {
+            "Net(test)"
+        } else {
+            "Net(system)"
+        })
+    }
 }
 
 impl Downloads {
@@ -118,7 +147,23 @@ impl Downloads {
             allow_private,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            net: Net::default(),
         })
+    }
+
+    /// Resolve with `lookup` and connect to `dial(checked address)` instead of the system's
+    /// resolver and the address itself.
+    #[cfg(test)]
+    fn with_net(
+        mut self,
+        lookup: impl Fn(&str, u16) -> Vec<SocketAddr> + Send + Sync + 'static,
+        dial: impl Fn(SocketAddr) -> SocketAddr + Send + Sync + 'static,
+    ) -> Downloads {
+        self.net = Net {
+            lookup: Some(Arc::new(lookup)),
+            dial: Some(Arc::new(dial)),
+        };
+        self
     }
 
     /// Allow (or refuse) URLs that resolve to loopback, private, link-local and other
@@ -291,9 +336,12 @@ impl Downloads {
         })?;
         let port = url.port_or_known_default().unwrap_or(80);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((bare, port))
+        // Resolved once here; the client connects to the address checked below and never
+        // resolves the name again, so a DNS answer that changes (rebinding) cannot redirect it.
+        let addrs: Vec<SocketAddr> = match (bare.parse::<IpAddr>(), &self.net.lookup) {
+            (Ok(ip), _) => vec![SocketAddr::new(ip, port)],
+            (Err(_), Some(lookup)) => lookup(bare, port),
+            (Err(_), None) => tokio::net::lookup_host((bare, port))
                 .await
                 .map_err(|e| {
                     DownloadError::new(
@@ -333,7 +381,10 @@ impl Downloads {
             .user_agent(crate::wire::user_agent())
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .resolve(bare, first)
+            .resolve(
+                bare,
+                self.net.dial.as_ref().map_or(first, |dial| dial(first)),
+            )
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.read_timeout)
             .build()
@@ -430,6 +481,125 @@ fn file_name(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the test DNS calls a public address; connections to it go to the loopback server.
+    const PUBLIC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(93, 184, 216, 34));
+
+    /// A loopback server: `/file` is "hello", `/to-private` redirects to its own loopback
+    /// address, `/loop` redirects to itself.
+    async fn server() -> SocketAddr {
+        use axum::response::Redirect;
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/file", get(|| async { "hello" }))
+            .route(
+                "/to-private",
+                get(move || async move { Redirect::temporary(&format!("http://{addr}/file")) }),
+            )
+            .route("/loop", get(|| async { Redirect::temporary("/loop") }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Downloads whose DNS answers `answer(name, call number)`, dialling the loopback server
+    /// for [`PUBLIC`]; and the count of lookups made.
+    fn with_dns(
+        server: SocketAddr,
+        answer: impl Fn(&str, usize) -> Vec<IpAddr> + Send + Sync + 'static,
+    ) -> (Downloads, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let downloads = Downloads::new("ssrf-test")
+            .unwrap()
+            .allow_private(false)
+            .with_net(
+                move |name, port| {
+                    let n = counted.fetch_add(1, Ordering::SeqCst);
+                    answer(name, n)
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect()
+                },
+                move |addr| if addr.ip() == PUBLIC { server } else { addr },
+            );
+        (downloads, calls)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_from_a_public_host_to_a_private_address_is_refused() {
+        let server = server().await;
+        let (downloads, _) = with_dns(server, |_, _| vec![PUBLIC]);
+        let e = downloads
+            .fetch(&format!(
+                "http://files.example:{}/to-private",
+                server.port()
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), DownloadErrorKind::Refused, "{e}");
+        assert!(e.to_string().contains("127.0.0.1"), "{e}");
+        // The same host's own file is fine: the refusal is the redirect's.
+        let path = downloads
+            .fetch(&format!("http://files.example:{}/file", server.port()))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "hello");
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_public_and_a_private_address_is_refused() {
+        let server = server().await;
+        let private: IpAddr = "10.1.2.3".parse().unwrap();
+        let (downloads, _) = with_dns(server, move |_, _| vec![PUBLIC, private]);
+        let e = downloads
+            .fetch(&format!("http://mixed.example:{}/file", server.port()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), DownloadErrorKind::Refused, "{e}");
+        assert!(e.to_string().contains("10.1.2.3"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_loop_ends_after_the_limit() {
+        let server = server().await;
+        let (downloads, calls) = with_dns(server, |_, _| vec![PUBLIC]);
+        let e = downloads
+            .fetch(&format!("http://files.example:{}/loop", server.port()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), DownloadErrorKind::TooManyRedirects, "{e}");
+        // Every hop was checked on its own.
+        assert_eq!(calls.load(Ordering::SeqCst), MAX_REDIRECTS + 1);
+    }
+
+    #[tokio::test]
+    async fn dns_rebinding_cannot_move_the_connection_to_a_private_address() {
+        let server = server().await;
+        // Public on the check, loopback on any later lookup.
+        let (downloads, calls) = with_dns(server, |_, n| {
+            if n == 0 {
+                vec![PUBLIC]
+            } else {
+                vec!["127.0.0.1".parse().unwrap()]
+            }
+        });
+        let path = downloads
+            .fetch(&format!("http://rebind.example:{}/file", server.port()))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "hello");
+        // One lookup: the connection went to the address that was checked, not to a second
+        // answer.
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A fresh fetch looks up again, gets the private answer, and is refused.
+        let e = downloads
+            .fetch(&format!("http://rebind.example:{}/file", server.port()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), DownloadErrorKind::Refused, "{e}");
+    }
 
     #[test]
     fn file_names_are_safe() {
