@@ -25,7 +25,8 @@
 //! Jobs live in memory. Honoured: `policy.executionTimeout` and `policy.ttl` (TIMED_OUT),
 //! `webhook` (one POST of the final status body, retried twice), cancellation (the worker learns
 //! it through job-stop), and lost workers (a job whose worker is not heard from for the worker
-//! timeout is re-queued once, then TIMED_OUT).
+//! timeout is re-queued, once by default ([`EmulatorBuilder::max_requeues`]), then TIMED_OUT;
+//! [`EmulatorStats::requeued`] counts them).
 //!
 //! For tests of workers, the emulator can record every worker request
 //! ([`EmulatorBuilder::record_requests`], [`EmulatorHandle::worker_requests`]), log them
@@ -82,6 +83,7 @@ impl Emulator {
             take_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(10),
             worker_timeout: None,
+            max_requeues: 1,
             webhook_retry_delay: Duration::from_secs(10),
             execution_timeout: None,
             faults: None,
@@ -120,6 +122,7 @@ pub struct EmulatorBuilder {
     take_timeout: Duration,
     ping_interval: Duration,
     worker_timeout: Option<Duration>,
+    max_requeues: u32,
     webhook_retry_delay: Duration,
     execution_timeout: Option<Duration>,
     faults: Option<Faults>,
@@ -173,6 +176,13 @@ impl EmulatorBuilder {
     /// (default: three ping intervals, and never less than the long-poll timeout).
     pub fn worker_timeout(mut self, timeout: Duration) -> Self {
         self.worker_timeout = Some(timeout);
+        self
+    }
+
+    /// How many times a job whose worker was lost is put back in the queue before it is
+    /// TIMED_OUT instead (default 1). A fleet test that kills workers often raises it.
+    pub fn max_requeues(mut self, times: u32) -> Self {
+        self.max_requeues = times;
         self
     }
 
@@ -248,6 +258,7 @@ impl EmulatorBuilder {
         let settings = Settings {
             take_timeout: self.take_timeout,
             worker_timeout,
+            max_requeues: self.max_requeues,
             webhook_retry_delay: self.webhook_retry_delay,
             execution_timeout: self.execution_timeout,
         };

@@ -9,8 +9,8 @@
 //!   run/runsync ──► IN_QUEUE ──take──► IN_PROGRESS ──done──► COMPLETED / FAILED
 //!                     ▲  │                 │  │
 //!      retry, lost ───┘  │ cancel, purge   │  └─ cancel ──► CANCELLED (worker told via job-stop)
-//!      worker (once)     ▼                 └─ ttl / executionTimeout / worker lost twice ──► TIMED_OUT
-//!                    CANCELLED, TIMED_OUT (ttl)
+//!      worker (×N)       ▼                 └─ ttl / executionTimeout / worker lost again ──► TIMED_OUT
+//!                    CANCELLED, TIMED_OUT (ttl)        (N: max_requeues, 1 by default)
 //! ```
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -62,8 +62,10 @@ pub(crate) struct Settings {
     /// How long job-take and job-stop long-polls are held before answering 204.
     pub(crate) take_timeout: Duration,
     /// A worker not heard from (no ping, no request) for this long is lost; its jobs are
-    /// re-queued once, then TIMED_OUT.
+    /// re-queued (up to `max_requeues` times), then TIMED_OUT.
     pub(crate) worker_timeout: Duration,
+    /// How often a job is re-queued after losing its worker before it is TIMED_OUT.
+    pub(crate) max_requeues: u32,
     /// Delay between webhook attempts (three attempts in all).
     pub(crate) webhook_retry_delay: Duration,
     /// The execution timeout of jobs whose request sets no `policy.executionTimeout`.
@@ -120,6 +122,8 @@ struct Inner {
     completed: u64,
     failed: u64,
     retried: u64,
+    /// Jobs put back in the queue because their worker was lost.
+    requeued: u64,
     /// Final job-done posts for jobs already final (see `EmulatorStats`).
     duplicate_finals: u64,
     conflicting_finals: u64,
@@ -430,6 +434,7 @@ impl State {
             failed: inner.failed,
             duplicate_finals: inner.duplicate_finals,
             conflicting_finals: inner.conflicting_finals,
+            requeued: inner.requeued,
             ..Default::default()
         }
     }
@@ -779,17 +784,21 @@ impl State {
         worker.open_polls > 0 || now < worker.last_seen + self.settings.worker_timeout
     }
 
-    /// A running job's worker is gone: re-queue it once, TIMED_OUT the second time.
+    /// A running job's worker is gone: re-queue it (`max_requeues` times, once by default),
+    /// TIMED_OUT after that.
     fn lose(&self, inner: &mut Inner, id: &str, why: String) -> Option<WebhookCall> {
         let job = inner.jobs.get_mut(id)?;
-        if job.lost >= 1 {
-            tracing::warn!("emulator: job {id}: {why}; it was already retried once: TIMED_OUT");
+        if job.lost >= self.settings.max_requeues {
+            let times = job.lost;
+            tracing::warn!(
+                "emulator: job {id}: {why}; it was already re-queued {times} time(s): TIMED_OUT"
+            );
             return self.finish(
                 inner,
                 id,
                 Status::TimedOut,
                 Some(Value::String(format!(
-                    "job timed out: {why}, and it was already retried once"
+                    "job timed out: {why}, and it was already re-queued {times} time(s)"
                 ))),
             );
         }
@@ -803,6 +812,7 @@ impl State {
         }
         inner.queue.push_front(id.to_owned());
         inner.retried += 1;
+        inner.requeued += 1;
         self.queued.notify_waiters();
         None
     }
@@ -1026,6 +1036,7 @@ mod tests {
         State::new(Settings {
             take_timeout: Duration::from_millis(100),
             worker_timeout: Duration::from_secs(3),
+            max_requeues: 1,
             webhook_retry_delay: Duration::from_millis(10),
             execution_timeout: None,
         })

@@ -13,6 +13,9 @@ pub struct EmulatorStats {
     pub duplicate_finals: u64,
     /// Of those, how many carried a different body than the first final result.
     pub conflicting_finals: u64,
+    /// Jobs put back in the queue because their worker was lost (no ping or request for the
+    /// worker timeout); a job re-queued twice counts twice.
+    pub requeued: u64,
     /// Faults injected so far.
     pub faults_injected: u64,
 }
