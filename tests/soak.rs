@@ -1,8 +1,11 @@
 //! Soak: 100,000 trivial jobs through the echo example against the emulator; the worker's
-//! resident memory after warm-up must grow by less than 10 %. Not part of CI (ignored); run
-//! with `scripts/soak.sh` and record the figures in BENCHMARKS.md.
+//! resident memory after warm-up must grow by less than 10 %. And the release soak: a million
+//! mixed jobs (echo, failing, panicking, progress, cancelled, streams) whose workers' memory
+//! grows less than 5 % and whose file descriptors and threads stay bounded. Not part of CI
+//! (ignored); run with `scripts/soak.sh` (`scripts/soak.sh mixed`) and record the figures in
+//! BENCHMARKS.md.
 //!
-//! `SOAK_JOBS` sets the number of jobs (default 100,000).
+//! `SOAK_JOBS` sets the number of jobs (default 100,000; mixed: 1,000,000).
 
 mod support;
 
@@ -85,4 +88,184 @@ async fn soak_memory_stays_flat() {
         (last as f64) < baseline as f64 * 1.10,
         "RSS grew from {baseline} kB to {last} kB after warm-up"
     );
+}
+
+/// Open file descriptors and threads of a process (Linux `/proc`).
+fn fds_and_threads(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (fds, threads)
+}
+
+/// One worker's samples: (jobs done, RSS kB, fds, threads).
+#[derive(Default)]
+struct Samples(Vec<(u64, u64, usize, usize)>);
+
+impl Samples {
+    fn take(&mut self, name: &str, done: u64, worker: &WorkerProcess) {
+        let rss = worker.rss_kb().expect("the worker's RSS");
+        let (fds, threads) = fds_and_threads(worker.id());
+        eprintln!("soak {name}: {done:>8} jobs  RSS {rss} kB  fds {fds}  threads {threads}");
+        self.0.push((done, rss, fds, threads));
+    }
+
+    /// Check growth after the warm-up (the first tenth of the samples).
+    fn check(&self, name: &str) {
+        let warm = &self.0[self.0.len() / 10];
+        let last = self.0.last().unwrap();
+        let peak = self.0.iter().map(|s| s.1).max().unwrap();
+        let growth = (last.1 as f64 - warm.1 as f64) / warm.1 as f64 * 100.0;
+        let fd_range = (
+            self.0.iter().map(|s| s.2).min().unwrap(),
+            self.0.iter().map(|s| s.2).max().unwrap(),
+        );
+        let thread_range = (
+            self.0.iter().map(|s| s.3).min().unwrap(),
+            self.0.iter().map(|s| s.3).max().unwrap(),
+        );
+        eprintln!(
+            "soak {name}: RSS after warm-up {} kB, at the end {} kB ({growth:+.1} %), peak {peak} kB; \
+             fds {fd_range:?}, threads {thread_range:?}",
+            warm.1, last.1
+        );
+        assert!(growth < 5.0, "{name}: RSS grew {growth:.1} % after warm-up");
+        assert!(
+            fd_range.1 <= fd_range.0 + 4,
+            "{name}: file descriptors grew: {fd_range:?}"
+        );
+        // Blocking-pool threads come and go (idle ones exit after 10 s): bounded, not fixed.
+        assert!(
+            thread_range.1 <= thread_range.0 + 12,
+            "{name}: threads grew: {thread_range:?}"
+        );
+    }
+}
+
+/// The release soak: `SOAK_JOBS` (default 1,000,000) mixed jobs at concurrency 8 on the
+/// fixture worker (echo 75 %, failing 5 %, panicking 5 %, progress updates 5 %, cancelled while
+/// running 5 %, logging then failing 5 %) and, beside it on a second emulator, one streaming job
+/// for every 10 (the stream fixture, 5 items each). Run with `scripts/soak.sh mixed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with scripts/soak.sh mixed"]
+async fn soak_mixed_jobs_stay_flat() {
+    let jobs: u64 = std::env::var("SOAK_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let step = (jobs / 20).max(1);
+    let platform = Arc::new(Platform::start_with(support::builder().record_requests(false)).await);
+    let streams = Arc::new(Platform::start_with(support::builder().record_requests(false)).await);
+    let mut env = platform.env();
+    env.push(("FIXTURE_CONCURRENCY".into(), "8".into()));
+    env.push(("WORKER_CANCEL_GRACE_MS".into(), "0".into()));
+    let worker = WorkerProcess::spawn(&support::fixture(), &env, &[]);
+    let streamer = WorkerProcess::spawn(
+        &std::path::PathBuf::from(env!("CARGO_BIN_EXE_stream-fixture")),
+        &streams.env(),
+        &[],
+    );
+    let stream_jobs = jobs / 10;
+    let started = Instant::now();
+    let final_count = |p: &Platform| {
+        let s = p.handle.stats();
+        s.completed + s.failed
+    };
+    let cancelled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let submitter = tokio::spawn({
+        let (platform, streams, cancelled) = (platform.clone(), streams.clone(), cancelled.clone());
+        async move {
+            for n in 0..jobs {
+                while n >= final_count(&platform) + cancelled.lock().unwrap().len() as u64 + step {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let input = match n % 20 {
+                    0 => json!({"fail": {"message": "soak failure"}}),
+                    1 => json!({"panic": {"message": "soak panic"}}),
+                    2 => json!({"progress": {"updates": 3, "value": n}}),
+                    3 => json!({"sleep": {"ms": 20, "value": n}}),
+                    4 => {
+                        json!({"logged": {"lines": ["a line", "warn: another"], "then": {"fail": {"message": "x"}}}})
+                    }
+                    _ => json!({"echo": {"value": n}}),
+                };
+                let id = platform.submit(json!({ "input": input })).await;
+                if n % 20 == 3 {
+                    // Cancelled while it runs (or still queued).
+                    platform.cancel(&id).await;
+                    cancelled.lock().unwrap().push(id);
+                }
+                if n % 10 == 0 {
+                    streams.submit(json!({"input": 5})).await;
+                }
+            }
+        }
+    });
+    let (mut ours, mut theirs) = (Samples::default(), Samples::default());
+    let mut next = step;
+    let mut progress = (0, Instant::now());
+    while next <= jobs {
+        let done = final_count(&platform) + cancelled.lock().unwrap().len() as u64;
+        if done > progress.0 {
+            progress = (done, Instant::now());
+        }
+        assert!(
+            progress.1.elapsed() < Duration::from_secs(60),
+            "the worker stalled at {done}"
+        );
+        if done < next {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        ours.take("mixed", done, &worker);
+        theirs.take("stream", final_count(&streams), &streamer);
+        next += step;
+    }
+    submitter.await.unwrap();
+    // Every job accounted for: completed, failed, or cancelled (a cancel is final at once; one
+    // that came after the job finished leaves it COMPLETED).
+    let cancelled = cancelled.lock().unwrap().clone();
+    let mut cancelled_final = 0;
+    for id in &cancelled {
+        let status = platform.status(id).await;
+        match status["status"].as_str() {
+            Some("CANCELLED") => cancelled_final += 1,
+            Some("COMPLETED") => {}
+            other => panic!("cancelled job {id}: {other:?}"),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while final_count(&platform) + cancelled_final < jobs || final_count(&streams) < stream_jobs {
+        assert!(
+            Instant::now() < deadline,
+            "jobs were lost: {:?}",
+            platform.handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = platform.handle.stats();
+    assert_eq!(
+        stats.completed + stats.failed + cancelled_final,
+        jobs,
+        "every job is completed, failed or cancelled, once: {stats:?}, {cancelled_final} cancelled"
+    );
+    let failing = (0..jobs).filter(|n| matches!(n % 20, 0 | 1 | 4)).count() as u64;
+    assert_eq!(stats.failed, failing);
+    assert_eq!(streams.handle.stats().completed, stream_jobs);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "soak mixed: {jobs} jobs ({} failed, {cancelled_final} cancelled) and {stream_jobs} streams \
+         in {:.1} s ({:.0} jobs/s)",
+        stats.failed,
+        elapsed.as_secs_f64(),
+        jobs as f64 / elapsed.as_secs_f64()
+    );
+    ours.check("mixed");
+    theirs.check("stream");
 }

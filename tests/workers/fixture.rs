@@ -26,6 +26,8 @@ enum Action {
     Big { bytes: usize },
     /// Log each line (inside the job, so each carries the job id).
     Log { lines: Vec<String> },
+    /// Send `updates` progress updates (0, 1, …), then return `value`.
+    Progress { updates: u32, value: Value },
     /// Log each line at its level (`"debug: …"`, `"warn: …"`, else INFO), then do `then`.
     Logged {
         lines: Vec<String>,
@@ -140,6 +142,12 @@ fn handle_action(
                 worker::tracing::info!("{line}");
             }
             Value::Null
+        }
+        Action::Progress { updates, value } => {
+            for n in 0..updates {
+                job.progress(&n);
+            }
+            value
         }
         Action::Logged { lines, then } => {
             for line in &lines {
