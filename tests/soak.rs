@@ -15,6 +15,31 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{Platform, WorkerProcess, example};
 
+/// Fails the soak when the count of finished jobs has not moved for a minute.
+struct Watchdog {
+    best: u64,
+    since: Instant,
+}
+
+impl Watchdog {
+    fn new() -> Watchdog {
+        Watchdog {
+            best: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn saw(&mut self, done: u64) {
+        if done > self.best {
+            (self.best, self.since) = (done, Instant::now());
+        }
+        assert!(
+            self.since.elapsed() < Duration::from_secs(60),
+            "the worker stalled at {done}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run with scripts/soak.sh"]
 async fn soak_memory_stays_flat() {
@@ -45,16 +70,10 @@ async fn soak_memory_stays_flat() {
     let mut baseline = None;
     let mut samples = Vec::new();
     let mut next = step;
-    let mut progress = (0, Instant::now());
+    let mut watchdog = Watchdog::new();
     while next <= jobs {
         let done = platform.handle.stats().completed;
-        if done > progress.0 {
-            progress = (done, Instant::now());
-        }
-        assert!(
-            progress.1.elapsed() < Duration::from_secs(60),
-            "the worker stalled at {done}"
-        );
+        watchdog.saw(done);
         if done < next {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -209,16 +228,10 @@ async fn soak_mixed_jobs_stay_flat() {
     });
     let (mut ours, mut theirs) = (Samples::default(), Samples::default());
     let mut next = step;
-    let mut progress = (0, Instant::now());
+    let mut watchdog = Watchdog::new();
     while next <= jobs {
         let done = final_count(&platform) + cancelled.lock().unwrap().len() as u64;
-        if done > progress.0 {
-            progress = (done, Instant::now());
-        }
-        assert!(
-            progress.1.elapsed() < Duration::from_secs(60),
-            "the worker stalled at {done}"
-        );
+        watchdog.saw(done);
         if done < next {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
