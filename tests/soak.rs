@@ -185,6 +185,12 @@ async fn soak_mixed_jobs_stay_flat() {
     let mut env = platform.env();
     env.push(("FIXTURE_CONCURRENCY".into(), "8".into()));
     env.push(("WORKER_CANCEL_GRACE_MS".into(), "0".into()));
+    // Passed through for experiments on the growth: the log capture, glibc's arenas.
+    for name in ["RUNPOD_LOG_CAPTURE", "MALLOC_ARENA_MAX"] {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.into(), value));
+        }
+    }
     let worker = WorkerProcess::spawn(&support::fixture(), &env, &[]);
     let streamer = WorkerProcess::spawn(
         &std::path::PathBuf::from(env!("CARGO_BIN_EXE_stream-fixture")),
@@ -278,7 +284,9 @@ async fn soak_mixed_jobs_stay_flat() {
         jobs,
         "every job is completed, failed or cancelled, once: {stats:?}, {cancelled_final} cancelled"
     );
-    let failing = (0..jobs).filter(|&n| matches!(kind_of(n), 0 | 1 | 4)).count() as u64;
+    let failing = (0..jobs)
+        .filter(|&n| matches!(kind_of(n), 0 | 1 | 4))
+        .count() as u64;
     assert_eq!(stats.failed, failing);
     assert_eq!(streams.handle.stats().completed, stream_jobs);
     let elapsed = started.elapsed();
