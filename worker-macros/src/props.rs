@@ -207,14 +207,26 @@ fn walk(stream: TokenStream, target: &mut usize, m: &Mutation) -> TokenStream {
     tokens.into_iter().collect()
 }
 
-/// The expansion is either Rust items, or carries `compile_error!`.
-fn well_formed(out: &TokenStream) -> Result<(), String> {
-    let text = out.to_string();
-    if text.contains("compile_error") || syn::parse2::<syn::File>(out.clone()).is_ok() {
-        Ok(())
-    } else {
-        Err(text)
+/// A seed's attribute and item after `mutations`, each applied to the attribute or the item
+/// as `in_attr` says (cycled).
+fn mutated(
+    (mut attr, mut item): (TokenStream, TokenStream),
+    in_attr: &[bool],
+    mutations: &[Mutation],
+) -> (TokenStream, TokenStream) {
+    for (m, on_attr) in mutations.iter().zip(in_attr.iter().cycle()) {
+        if *on_attr {
+            attr = apply(attr, m);
+        } else {
+            item = apply(item, m);
+        }
     }
+    (attr, item)
+}
+
+/// The expansion is either Rust items, or carries `compile_error!`.
+fn well_formed(out: &TokenStream) -> bool {
+    out.to_string().contains("compile_error") || syn::parse2::<syn::File>(out.clone()).is_ok()
 }
 
 proptest! {
@@ -226,12 +238,9 @@ proptest! {
         in_attr in proptest::collection::vec(any::<bool>(), 1..4),
         mutations in proptest::collection::vec(mutation(), 1..4),
     ) {
-        let (mut attr, mut item) = handlers()[which].clone();
-        for (m, on_attr) in mutations.iter().zip(in_attr.iter().cycle()) {
-            if *on_attr { attr = apply(attr, m) } else { item = apply(item, m) }
-        }
+        let (attr, item) = mutated(handlers()[which].clone(), &in_attr, &mutations);
         let out = crate::handler::expand(attr, item);
-        prop_assert!(well_formed(&out).is_ok(), "{}", out);
+        prop_assert!(well_formed(&out), "{}", out);
     }
 
     #[test]
@@ -240,12 +249,9 @@ proptest! {
         in_attr in proptest::collection::vec(any::<bool>(), 1..4),
         mutations in proptest::collection::vec(mutation(), 1..4),
     ) {
-        let (mut attr, mut item) = inits()[which].clone();
-        for (m, on_attr) in mutations.iter().zip(in_attr.iter().cycle()) {
-            if *on_attr { attr = apply(attr, m) } else { item = apply(item, m) }
-        }
+        let (attr, item) = mutated(inits()[which].clone(), &in_attr, &mutations);
         let out = crate::init::expand(attr, item);
-        prop_assert!(well_formed(&out).is_ok(), "{}", out);
+        prop_assert!(well_formed(&out), "{}", out);
     }
 }
 
