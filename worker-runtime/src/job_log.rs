@@ -1,7 +1,8 @@
 //! A failed job's report carries the job's own recent log lines, so whoever reads the failure
 //! sees why without opening the worker's logs.
 //!
-//! Each `job` span gets a bounded buffer ([`JobLog`], in the span's extensions); [`JobLogLayer`]
+//! Each `job` span has a bounded buffer ([`JobLog`], in the span's `JobFields` extension, which
+//! the logging layer inserts for the job id anyway); [`JobLogLayer`]
 //! appends every event logged inside the span (the handler's, the download and storage
 //! helpers', and the runtime's own warnings and errors: its routine "Started." is not news),
 //! and [`current`] reads the buffer of the job span the caller is in, when the job's outcome is
@@ -17,13 +18,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tracing::span::{Attributes, Id};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, Registry};
 
 use crate::error::Error;
+use crate::logging::JobFields;
 
 /// The most bytes of log lines a job's report carries.
 pub(crate) const MAX_BYTES: usize = 16 * 1024;
@@ -93,6 +94,12 @@ struct Lines {
     dropped: usize,
 }
 
+impl Default for JobLog {
+    fn default() -> JobLog {
+        JobLog::new()
+    }
+}
+
 impl JobLog {
     fn new() -> JobLog {
         JobLog {
@@ -140,25 +147,16 @@ pub(crate) fn current() -> Vec<String> {
             let registry = dispatch.downcast_ref::<Registry>()?;
             let span = registry.span(id)?;
             span.scope()
-                .find_map(|s| s.extensions().get::<JobLog>().map(JobLog::snapshot))
+                .find_map(|s| s.extensions().get::<JobFields>().map(|f| f.log.snapshot()))
         })
         .flatten()
         .unwrap_or_default()
 }
 
-/// Gives each `job` span a [`JobLog`] and keeps the events logged inside it.
+/// Keeps the events logged inside a `job` span in its [`JobLog`].
 pub(crate) struct JobLogLayer;
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JobLogLayer {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() != "job" || !ENABLED.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(JobLog::new());
-        }
-    }
-
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let target = meta.target();
@@ -177,9 +175,10 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JobLogLayer {
         };
         for span in scope {
             let extensions = span.extensions();
-            let Some(log) = extensions.get::<JobLog>() else {
+            let Some(fields) = extensions.get::<JobFields>() else {
                 continue;
             };
+            let log = &fields.log;
             let mut message = crate::logging::Message::default();
             event.record(&mut message);
             let mut line = format!(

@@ -336,10 +336,13 @@ pub(crate) fn job_span(job: &crate::Job) -> tracing::Span {
 }
 
 /// The job id and batch id recorded on a `job` span.
+/// Also the job's log buffer for its failure report (job_log.rs): one extension per job
+/// span, and no allocation until a line is kept.
 #[derive(Debug, Default)]
-struct JobFields {
+pub(crate) struct JobFields {
     job_id: Option<String>,
     batch_id: Option<String>,
+    pub(crate) log: crate::job_log::JobLog,
 }
 
 impl Visit for JobFields {
