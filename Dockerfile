@@ -50,6 +50,10 @@ COPY --from=build /out/worker /usr/local/bin/worker
 #   ENV LEXICON_PATH=/models/lexicon.tsv
 # … or keep them on a RunPod network volume, mounted at /runpod-volume in serverless workers,
 # and point the path there in the endpoint's environment: LEXICON_PATH=/runpod-volume/lexicon.tsv
+# glibc's per-thread caches keep freed 128 B–1 KiB chunks that a million jobs spread over
+# many threads pin, so resident memory creeps up about 1 kB per 1,000 jobs; caching only small
+# chunks keeps it flat at no measured cost (BENCHMARKS.md, "The release soak").
+ENV GLIBC_TUNABLES=glibc.malloc.tcache_max=128
 WORKDIR /app
 USER worker
 ENTRYPOINT ["/usr/local/bin/worker"]

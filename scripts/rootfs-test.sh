@@ -100,12 +100,15 @@ endpoint=$(sed -n 's/^RunPod emulator listening on \(http[^ ]*\)$/\1/p' "$emulat
 # The worker environment the emulator prints: `  NAME='value' \`.
 mapfile -t worker_env < <(sed -n "s/^  \(RUNPOD_[A-Z_]*\)='\(.*\)' \\\\$/\1=\2/p" "$emulator_out")
 [ "${#worker_env[@]}" -ge 5 ] || fail "could not read the worker environment from the emulator"
+# And the environment the image itself sets (`ENV NAME=value` lines of the runtime stage).
+mapfile -t image_env < <(sed -n 's/^ENV \(GLIBC_TUNABLES=[^ ]*\)$/\1/p' Dockerfile)
+[ "${#image_env[@]}" -eq 1 ] || fail "could not read GLIBC_TUNABLES from the Dockerfile"
 
 for worker in hello echo; do
     say "production mode: $worker against $endpoint"
     # chroot directly (not through the function), so $! is the worker itself once chroot and
     # env exec it, and SIGTERM reaches it.
-    chroot --userspec="$WORKER_UID:$WORKER_UID" "$ROOTFS" /usr/bin/env -i "${worker_env[@]}" \
+    chroot --userspec="$WORKER_UID:$WORKER_UID" "$ROOTFS" /usr/bin/env -i "${worker_env[@]}" "${image_env[@]}" \
         RUNPOD_POD_ID="rootfs-$worker" SLEEP_TIME=1 "/usr/local/bin/$worker" \
         >"target/rootfs-$worker-prod.log" 2>&1 &
     wpid=$!

@@ -185,13 +185,24 @@ async fn soak_mixed_jobs_stay_flat() {
     let mut env = platform.env();
     env.push(("FIXTURE_CONCURRENCY".into(), "8".into()));
     env.push(("WORKER_CANCEL_GRACE_MS".into(), "0".into()));
-    // Passed through for experiments on the growth: the log capture, glibc's arenas.
-    for name in ["RUNPOD_LOG_CAPTURE", "MALLOC_ARENA_MAX"] {
+    // A heap profile of the worker: `SOAK_HEAPTRACK=/tmp/soak.raw` (Debian's heaptrack), then
+    // `/usr/lib/heaptrack/libexec/heaptrack_interpret < /tmp/soak.raw | gzip > soak.gz` and
+    // `heaptrack_print -f soak.gz`. The worker is stopped with SIGTERM so the profile is whole.
+    if let Ok(out) = std::env::var("SOAK_HEAPTRACK") {
+        env.push((
+            "LD_PRELOAD".into(),
+            "/usr/lib/heaptrack/libheaptrack_preload.so".into(),
+        ));
+        env.push(("DUMP_HEAPTRACK_OUTPUT".into(), out));
+    }
+    for name in ["RUNPOD_LOG_CAPTURE", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"] {
+        // Passed through for experiments on the growth (scripts/soak.sh sets the images'
+        // GLIBC_TUNABLES unless it is set, to empty for glibc's defaults).
         if let Ok(value) = std::env::var(name) {
             env.push((name.into(), value));
         }
     }
-    let worker = WorkerProcess::spawn(&support::fixture(), &env, &[]);
+    let mut worker = WorkerProcess::spawn(&support::fixture(), &env, &[]);
     let streamer = WorkerProcess::spawn(
         &std::path::PathBuf::from(env!("CARGO_BIN_EXE_stream-fixture")),
         &streams.env(),
@@ -297,6 +308,10 @@ async fn soak_mixed_jobs_stay_flat() {
         elapsed.as_secs_f64(),
         jobs as f64 / elapsed.as_secs_f64()
     );
+    if std::env::var_os("SOAK_HEAPTRACK").is_some() {
+        worker.signal("TERM");
+        worker.exit(Duration::from_secs(60)).await;
+    }
     ours.check("mixed");
     theirs.check("stream");
 }
