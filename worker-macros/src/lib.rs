@@ -10,6 +10,7 @@
 
 mod attr;
 mod codegen;
+mod crate_type;
 mod errors;
 mod handler;
 mod init;

@@ -324,9 +324,16 @@ impl InitProvider for NoInitFunction {
     }
 }
 
-/// The glob-imported fallback: a local `#[worker::init]` shadows it.
+/// The glob-imported fallback: a local `#[worker::init]` shadows it. Only a handler imports it,
+/// so a `#[worker::init]` finds `worker_init_needs_a_handler_in_this_module` only beside one.
 pub mod fallback {
     pub use super::NoInitFunction as one_worker_init_per_module;
+
+    /// What a `#[worker::init]` looks for: without a handler in its module the error reads
+    /// "cannot find type `worker_init_needs_a_handler_in_this_module`", at the init's name.
+    #[allow(non_camel_case_types)]
+    #[derive(Debug)]
+    pub enum worker_init_needs_a_handler_in_this_module {}
 }
 
 /// `I` provides the handler state `S`: implemented by `#[worker::init]` for the type it returns.

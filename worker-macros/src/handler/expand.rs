@@ -339,13 +339,26 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
 
 /// What is emitted beside the unchanged item when there are errors: a stub of the entry point,
 /// so the crate does not also fail with "`main` function not found".
-pub(crate) fn fallback(options: &Options, name: Option<&Ident>) -> TokenStream {
+pub(crate) fn fallback(options: &Options, name: Option<&Ident>, method: bool) -> TokenStream {
+    let krate = &options.krate;
+    // The module's `#[worker::init]` still finds its handler (not from an `impl` block, where
+    // a `use` is itself an error).
+    let fallback_imports = if method {
+        quote!()
+    } else {
+        quote! {
+            #[allow(unused_imports)]
+            use #krate::__private::fallback::*;
+        }
+    };
     let entry = if options.main { "main" } else { "worker_main" };
     if name.is_some_and(|n| n == entry) {
-        return quote!();
+        return fallback_imports;
     }
     let entry = Ident::new(entry, Span::call_site());
     quote! {
+        #fallback_imports
+
         #[allow(dead_code)]
         fn #entry() -> ::std::process::ExitCode {
             ::std::process::ExitCode::FAILURE

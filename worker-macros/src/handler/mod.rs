@@ -17,7 +17,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => {
             errors.push(e);
             return match errors.finish() {
-                Err(error) => with_errors(item, error, expand::fallback(&options, None)),
+                Err(error) => with_errors(item, error, expand::fallback(&options, None, false)),
                 Ok(()) => item,
             };
         }
@@ -28,7 +28,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         (_, Err(error)) => with_errors(
             item,
             error,
-            expand::fallback(&options, Some(&handler.item.sig.ident)),
+            expand::fallback(
+                &options,
+                Some(&handler.item.sig.ident),
+                handler.item.sig.receiver().is_some(),
+            ),
         ),
         (None, Ok(())) => item,
     }

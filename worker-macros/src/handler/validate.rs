@@ -86,6 +86,15 @@ pub(crate) fn validate<'a>(
         ));
     }
 
+    if options.main && crate::crate_type::is_library() {
+        errors.push(syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "`#[worker::handler]` generates `fn main`, which a library never runs: put the \
+             handler in `src/main.rs`, or write `#[worker::handler(main = false)]` here and call \
+             the generated `worker_main()` from your binary's `main`",
+        ));
+    }
+
     if let Some((path, span)) = &options.test_input
         && let Some(problem) = super::test_input::check(path)
     {

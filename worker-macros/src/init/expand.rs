@@ -72,8 +72,15 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
         }
     };
 
+    // An init is only ever run by the module's handler: without one it would compile and do
+    // nothing. The handler's glob import brings this name; without it the error is at `load`.
+    let needs_handler = quote_spanned!(name.span()=> worker_init_needs_a_handler_in_this_module);
+
     quote! {
         #item
+
+        #[doc(hidden)]
+        const _: ::core::marker::PhantomData<#needs_handler> = ::core::marker::PhantomData;
 
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
