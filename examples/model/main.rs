@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --example model                                          # built-in test input
 //! cargo run --example model -- --test_input '{"input": {"text": "not bad at all", "explain": true}}'
+//! cargo run --example model -- --schema                              # the input/output contract
 //! LEXICON_PATH=/models/lexicon.tsv ./model                           # in an image
 //! ```
 
@@ -20,8 +21,11 @@ struct Lexicon {
     weights: HashMap<String, i32>,
 }
 
-/// A job's input.
-#[derive(Debug, Deserialize)]
+// `JsonSchema` makes the input and output the endpoint's contract: `--schema` prints them,
+// with the doc comments as descriptions.
+/// A review to score.
+#[derive(Debug, Deserialize, worker::JsonSchema)]
+#[schemars(crate = "worker::schemars")]
 struct Review {
     /// The text to score.
     text: String,
@@ -30,8 +34,9 @@ struct Review {
     explain: bool,
 }
 
-/// A job's output.
-#[derive(Debug, Serialize, PartialEq)]
+/// The sentiment of a review.
+#[derive(Debug, Serialize, PartialEq, worker::JsonSchema)]
+#[schemars(crate = "worker::schemars")]
 struct Sentiment {
     label: &'static str,
     /// The sum of the weights, normalised by the number of words, in -5 … 5.

@@ -40,6 +40,11 @@ pub(crate) struct Args {
     /// Jobs run at once with --rp_serve_api; above 1 it overrides the handler's concurrency.
     #[arg(long = "rp_api_concurrency", value_name = "N", default_value_t = 1)]
     pub(crate) api_concurrency: usize,
+
+    /// Print the JSON Schema of the handler's input and output ({"input": …, "output": …})
+    /// and exit, without running init.
+    #[arg(long = "schema")]
+    pub(crate) schema: bool,
 }
 
 /// The flags the worker reads, and whether each takes a value.
@@ -50,6 +55,7 @@ const FLAGS: &[(&str, bool)] = &[
     ("--rp_api_host", true),
     ("--rp_api_port", true),
     ("--rp_api_concurrency", true),
+    ("--schema", false),
     ("--help", false),
     ("-h", false),
 ];

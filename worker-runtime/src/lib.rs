@@ -39,6 +39,7 @@
 mod batch;
 mod client;
 mod config;
+mod contract;
 mod control;
 #[cfg(feature = "download")]
 pub mod download;
@@ -84,6 +85,21 @@ pub use report::{Diagnostic, Failure};
 pub use start::{Worker, args, run};
 pub use stream::{StreamError, StreamSender};
 pub use worker_macros::{handler, init};
+
+/// JSON Schema for input and output types, so callers can read the endpoint's contract
+/// (`--schema`). Derive it with the crate path, as schemars is re-exported rather than a
+/// dependency of yours:
+///
+/// ```
+/// #[derive(serde::Deserialize, worker::JsonSchema)]
+/// #[schemars(crate = "worker::schemars")]
+/// struct Prompt {
+///     /// What to say (becomes the field's `description`).
+///     text: String,
+/// }
+/// ```
+#[cfg(feature = "schema")]
+pub use schemars::{self, JsonSchema};
 
 /// JSON values, for handlers whose input or output is any JSON.
 pub use serde_json::{Value, json};

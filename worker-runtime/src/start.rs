@@ -29,6 +29,8 @@ pub struct Settings {
     aggregate_stream: bool,
     pub(crate) test_input: Option<EmbeddedTestInput>,
     current_thread: bool,
+    /// The input and output schemas, for `--schema` (computed only when asked).
+    contract: Option<fn() -> crate::contract::Contract>,
 }
 
 impl Settings {
@@ -40,6 +42,7 @@ impl Settings {
             aggregate_stream: false,
             test_input: None,
             current_thread: false,
+            contract: None,
         }
     }
 
@@ -78,6 +81,12 @@ impl Settings {
     /// Run on a single-threaded async runtime (`flavor = "current_thread"`).
     pub const fn current_thread(mut self) -> Settings {
         self.current_thread = true;
+        self
+    }
+
+    /// The handler's contract: its input and output schemas.
+    pub const fn contract(mut self, contract: fn() -> crate::contract::Contract) -> Settings {
+        self.contract = Some(contract);
         self
     }
 
@@ -322,7 +331,7 @@ fn exit_code(result: Result<(), Error>) -> ExitCode {
 
 /// The command-line arguments the worker itself does not read (its flags are `--test_input`,
 /// `--rp_log_level`, `--rp_serve_api`, `--rp_api_host`, `--rp_api_port`,
-/// `--rp_api_concurrency`), in order, for the user's own code: the worker ignores them with a
+/// `--rp_api_concurrency`, `--schema`), in order, for the user's own code: the worker ignores them with a
 /// warning instead of exiting. Empty before the worker started.
 ///
 /// ```no_run
@@ -689,6 +698,9 @@ pub fn main<I: InitProvider, H: Handler>(
 ) -> ExitCode {
     report::install_panic_hook();
     let args = Args::from_env();
+    if args.schema {
+        return print_contract(&settings);
+    }
     let builder = if settings.current_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -719,6 +731,30 @@ pub fn main<I: InitProvider, H: Handler>(
     // Jobs are done and reported; do not wait for blocking threads still running abandoned work.
     runtime.shutdown_background();
     exit_code(result)
+}
+
+/// `--schema`: the handler's input and output schemas on stdout, before (and without) init.
+fn print_contract(settings: &Settings) -> ExitCode {
+    let contract = settings.contract.map_or(
+        crate::contract::Contract {
+            input: None,
+            output: None,
+        },
+        |f| f(),
+    );
+    for note in contract.notes() {
+        eprintln!("{note}");
+    }
+    match serde_json::to_string_pretty(&contract.document()) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: could not write the schema: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Run the init function with its log lines kept; its state leaked to `&'static` (every job

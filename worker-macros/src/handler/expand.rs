@@ -49,6 +49,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     {
         settings = quote!(#settings.current_thread());
     }
+    let contract = contract(handler, roles, &private);
     if let Some((path, span)) = &options.test_input {
         // Spanned on the literal: a missing file is reported there.
         let path = LitStr::new(path, *span);
@@ -57,6 +58,8 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         };
         settings = quote!(#settings.test_input(#path, #contents));
     }
+
+    settings = quote!(#settings.contract(#contract));
 
     // The input's `DeserializeOwned` bound, reported on the input type. Both uses are in the
     // same function with the same span, so the compiler reports the failure once.
@@ -335,6 +338,64 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             #private::main::<#init, _>(#settings, #make_handler)
         }
     }
+}
+
+/// `|| Contract { input, output }`: the schemas of one job's input and output, looked up by
+/// type (`None` for a type without `JsonSchema`; see `worker::__private::SchemaOf`). The
+/// output of a streaming handler is one item; of a batch handler, one job's output.
+fn contract(handler: &Handler, roles: &Roles<'_>, private: &TokenStream) -> TokenStream {
+    let input_ty = &roles.input.ty;
+    let input = match &roles.batch {
+        Some(batch) => {
+            let element = batch.element;
+            quote!(#private::SchemaOf::<#element>::new())
+        }
+        None => quote!(#private::SchemaOf::<#input_ty>::new()),
+    };
+    let returned = match &handler.item.sig.output {
+        // `-> impl Serialize` cannot be named: no schema.
+        ReturnType::Type(_, ty) if names_impl_trait(ty) => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+        ReturnType::Default => quote!(()),
+    };
+    let opaque =
+        matches!(&handler.item.sig.output, ReturnType::Type(_, ty) if names_impl_trait(ty));
+    let stream_item = handler.params.iter().find_map(|p| match p.kind {
+        ParamKind::Stream { .. } => super::parse::stream_item(&p.ty),
+        _ => None,
+    });
+    let output = match (stream_item, &roles.batch) {
+        (Some(item), _) => quote!(#private::SchemaOf::<#item>::new()),
+        (None, Some(_)) => quote!(#private::ItemSchemaOf::<#returned>::new()),
+        (None, None) => quote!(#private::SchemaOf::<#returned>::new()),
+    };
+    let output = if opaque && stream_item.is_none() {
+        quote!(::core::option::Option::None)
+    } else {
+        quote!((&&&#output).__worker_schema())
+    };
+    quote! {
+        || {
+            #[allow(unused_imports)]
+            use #private::schema_levels::{NoSchema as _, SchemaOfOk as _, SchemaOfType as _};
+            #private::Contract {
+                input: (&&&#input).__worker_schema(),
+                output: #output,
+            }
+        }
+    }
+}
+
+/// Whether a type mentions `impl Trait` anywhere (it cannot be named in a turbofish).
+fn names_impl_trait(ty: &syn::Type) -> bool {
+    fn any_impl(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == "impl",
+            proc_macro2::TokenTree::Group(g) => any_impl(g.stream()),
+            _ => false,
+        })
+    }
+    any_impl(quote!(#ty))
 }
 
 /// What is emitted beside the unchanged item when there are errors: a stub of the entry point,

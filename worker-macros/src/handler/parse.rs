@@ -271,6 +271,22 @@ fn is_job(ty: &Type) -> bool {
     }
 }
 
+/// `T` of `StreamSender<T>` (or `&StreamSender<T>`).
+pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
+    let ty = match ty {
+        Type::Reference(r) => &*r.elem,
+        t => t,
+    };
+    let Type::Path(p) = ty else { return None };
+    match &p.path.segments.last()?.arguments {
+        syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

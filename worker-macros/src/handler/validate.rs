@@ -35,22 +35,6 @@ fn is_bare_job(p: &Param) -> bool {
         && matches!(crate::signature::strip(&p.ty), Type::Path(t) if t.path.is_ident("Job"))
 }
 
-/// `T` of `StreamSender<T>` (or `&StreamSender<T>`).
-fn stream_item(ty: &Type) -> Option<&Type> {
-    let ty = match ty {
-        Type::Reference(r) => &*r.elem,
-        t => t,
-    };
-    let Type::Path(p) = ty else { return None };
-    match &p.path.segments.last()?.arguments {
-        syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
-            syn::GenericArgument::Type(t) => Some(t),
-            _ => None,
-        }),
-        _ => None,
-    }
-}
-
 /// `batch_wait`'s duration, in microseconds.
 fn parse_wait(text: &str) -> Option<u64> {
     crate::attr::parse_duration(text)
@@ -211,7 +195,7 @@ pub(crate) fn validate<'a>(
                         "take the stream as `StreamSender<T>` or `&StreamSender<T>`, not `&mut`",
                     ));
                 }
-                if let Some(item) = stream_item(&param.ty)
+                if let Some(item) = super::parse::stream_item(&param.ty)
                     && let Type::Reference(r) = item
                 {
                     let owned = match &*r.elem {

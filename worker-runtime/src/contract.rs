@@ -1,0 +1,256 @@
+//! The handler's contract: the JSON Schema of its input and output, from their types.
+//!
+//! The macro knows the types only as written, and a type may or may not derive `JsonSchema`;
+//! so the generated code asks through [`SchemaOf`] by method resolution ("autoref
+//! specialization", which works because the types are concrete where the macro expands):
+//! a `Result<T, E>` return describes `T`, a type with a schema describes itself, and any other
+//! type gives `None`, reported as `{}` with a note, never a compile error.
+
+use std::marker::PhantomData;
+
+use serde_json::{Value, json};
+
+/// The input and output schemas of a handler; `None` for a type that does not derive
+/// `JsonSchema`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contract {
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+}
+
+impl Contract {
+    /// What `--schema` prints: `{"input": <schema>, "output": <schema>}`, `{}` where unknown.
+    pub(crate) fn document(&self) -> Value {
+        let or_any = |s: &Option<Value>| s.clone().unwrap_or_else(|| json!({}));
+        json!({ "input": or_any(&self.input), "output": or_any(&self.output) })
+    }
+
+    /// Why a part is `{}` (for stderr), if one is.
+    pub(crate) fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (part, schema) in [("input", &self.input), ("output", &self.output)] {
+            if schema.is_none() {
+                notes.push(format!(
+                    "note: the handler's {part} type does not derive `JsonSchema`, so its schema is \
+                     `{{}}` (any JSON): add `#[derive(worker::JsonSchema)]` and \
+                     `#[schemars(crate = \"worker::schemars\")]` to the type"
+                ));
+            }
+        }
+        if !cfg!(feature = "schema") {
+            notes.push(
+                "note: the worker crate's `schema` feature is off, so no schema is known".into(),
+            );
+        }
+        notes
+    }
+}
+
+/// Names a type for the schema lookup; see the module docs.
+pub struct SchemaOf<T: ?Sized>(PhantomData<fn() -> Box<T>>);
+
+impl<T: ?Sized> std::fmt::Debug for SchemaOf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::any::type_name::<T>())
+    }
+}
+
+impl<T: ?Sized> SchemaOf<T> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> SchemaOf<T> {
+        SchemaOf(PhantomData)
+    }
+}
+
+/// Names a batch handler's return type (`Vec<T>` or `Result<Vec<T>, E>`): each job's output
+/// is one `T`.
+pub struct ItemSchemaOf<T: ?Sized>(PhantomData<fn() -> Box<T>>);
+
+impl<T: ?Sized> std::fmt::Debug for ItemSchemaOf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::any::type_name::<T>())
+    }
+}
+
+impl<T: ?Sized> ItemSchemaOf<T> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> ItemSchemaOf<T> {
+        ItemSchemaOf(PhantomData)
+    }
+}
+
+/// The lookup's levels: called as `(&&&SchemaOf::<T>::new()).__worker_schema()`, the first
+/// that applies wins.
+pub mod levels {
+    use super::*;
+
+    /// `Result<T, E>` with a schema for `T`: a handler's fallible return describes `T`.
+    pub trait SchemaOfOk {
+        fn __worker_schema(&self) -> Option<Value>;
+    }
+
+    /// A type with a schema.
+    pub trait SchemaOfType {
+        fn __worker_schema(&self) -> Option<Value>;
+    }
+
+    /// Anything else: no schema.
+    pub trait NoSchema {
+        fn __worker_schema(&self) -> Option<Value> {
+            None
+        }
+    }
+
+    #[cfg(feature = "schema")]
+    impl<T: schemars::JsonSchema, E> SchemaOfOk for &&SchemaOf<Result<T, E>> {
+        fn __worker_schema(&self) -> Option<Value> {
+            Some(schema_of::<T>())
+        }
+    }
+
+    #[cfg(feature = "schema")]
+    impl<T: schemars::JsonSchema + ?Sized> SchemaOfType for &SchemaOf<T> {
+        fn __worker_schema(&self) -> Option<Value> {
+            Some(schema_of::<T>())
+        }
+    }
+
+    impl<T: ?Sized> NoSchema for SchemaOf<T> {}
+
+    #[cfg(feature = "schema")]
+    impl<T: schemars::JsonSchema, E> SchemaOfOk for &&ItemSchemaOf<Result<Vec<T>, E>> {
+        fn __worker_schema(&self) -> Option<Value> {
+            Some(schema_of::<T>())
+        }
+    }
+
+    #[cfg(feature = "schema")]
+    impl<T: schemars::JsonSchema> SchemaOfType for &ItemSchemaOf<Vec<T>> {
+        fn __worker_schema(&self) -> Option<Value> {
+            Some(schema_of::<T>())
+        }
+    }
+
+    impl<T: ?Sized> NoSchema for ItemSchemaOf<T> {}
+}
+
+/// The JSON Schema (draft 2020-12) of `T`, as serde (de)serializes it.
+#[cfg(feature = "schema")]
+fn schema_of<T: schemars::JsonSchema + ?Sized>() -> Value {
+    schemars::SchemaGenerator::default()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
+#[cfg(all(test, feature = "schema"))]
+// `&&&` is the lookup: each level is one reference fewer.
+#[allow(clippy::needless_borrow)]
+mod tests {
+    use super::levels::*;
+    use super::*;
+    use schemars::JsonSchema;
+    use serde::Deserialize;
+
+    /// A prompt.
+    #[allow(dead_code)]
+    #[derive(Deserialize, JsonSchema)]
+    struct Prompt {
+        /// What to say.
+        text: String,
+        #[serde(default)]
+        steps: Option<u32>,
+        #[serde(rename = "seedValue")]
+        seed: u64,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum Shape {
+        Circle { radius: f64 },
+        Square { side: f64 },
+    }
+
+    #[allow(dead_code)]
+    #[derive(Deserialize, JsonSchema)]
+    struct Outer {
+        #[serde(flatten)]
+        prompt: Prompt,
+        shapes: Vec<Shape>,
+        tags: std::collections::BTreeMap<String, u8>,
+    }
+
+    struct NoDerive;
+
+    #[test]
+    fn a_derived_type_describes_itself_with_serde_applied() {
+        let schema = (&&&SchemaOf::<Prompt>::new()).__worker_schema().unwrap();
+        assert_eq!(schema["type"], "object");
+        assert_eq!(schema["properties"]["text"]["description"], "What to say.");
+        assert!(schema["properties"]["seedValue"].is_object(), "{schema}");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(required, ["text", "seedValue"], "{schema}");
+    }
+
+    #[test]
+    fn a_result_describes_its_ok_type_and_other_types_have_none() {
+        let ok = (&&&SchemaOf::<Result<Prompt, std::io::Error>>::new()).__worker_schema();
+        assert_eq!(ok.unwrap()["properties"]["text"]["type"], "string");
+        let plain = (&&&SchemaOf::<Vec<u32>>::new()).__worker_schema().unwrap();
+        assert_eq!(plain["type"], "array");
+        assert_eq!((&&&SchemaOf::<NoDerive>::new()).__worker_schema(), None);
+        assert_eq!(
+            (&&&SchemaOf::<Result<NoDerive, String>>::new()).__worker_schema(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_batch_return_describes_one_item() {
+        let one = (&&&ItemSchemaOf::<Vec<Prompt>>::new())
+            .__worker_schema()
+            .unwrap();
+        assert_eq!(one["type"], "object");
+        let ok = (&&&ItemSchemaOf::<Result<Vec<u8>, String>>::new()).__worker_schema();
+        assert_eq!(ok.unwrap()["type"], "integer");
+        assert_eq!(
+            (&&&ItemSchemaOf::<Vec<NoDerive>>::new()).__worker_schema(),
+            None
+        );
+    }
+
+    #[test]
+    fn tagged_enums_flatten_maps_and_options() {
+        let schema = (&&&SchemaOf::<Outer>::new()).__worker_schema().unwrap();
+        let text = schema.to_string();
+        assert!(schema["properties"]["text"].is_object(), "flatten: {text}");
+        assert_eq!(schema["properties"]["tags"]["type"], "object", "{text}");
+        assert!(
+            text.contains("\"circle\"") && text.contains("\"kind\""),
+            "{text}"
+        );
+        let prompt = (&&&SchemaOf::<Prompt>::new()).__worker_schema().unwrap();
+        let steps = prompt["properties"]["steps"].to_string();
+        assert!(steps.contains("null"), "an Option admits null: {steps}");
+    }
+
+    #[test]
+    fn the_document_and_its_notes() {
+        let contract = Contract {
+            input: Some(json!({"type": "string"})),
+            output: None,
+        };
+        assert_eq!(
+            contract.document(),
+            json!({"input": {"type": "string"}, "output": {}})
+        );
+        let notes = contract.notes();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("output type does not derive `JsonSchema`"));
+    }
+}
