@@ -1,6 +1,7 @@
 //! The input contract from the types: `--schema` of the `model` example, read back here and by
-//! Python's `jsonschema` (from PyPI, in a venv of its own), which must accept the example's
-//! test input and reject a bad one.
+//! Python's `jsonschema` (from PyPI, in a venv of its own, with `openapi-spec-validator`), which
+//! must accept the example's test input and reject a bad one; and the `/openapi.json` that
+//! `--rp_serve_api` serves, which must validate as OpenAPI 3.1.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,6 +26,21 @@ fn run_schema(bin: &Path) -> (Value, String) {
     let schema = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("--schema printed no JSON ({e}): {out:?}"));
     (schema, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The venv's `bin` (openapi-spec-validator brings jsonschema), or `None`: skipped, and said.
+fn python() -> Option<std::path::PathBuf> {
+    match venv::venv(
+        "contract",
+        "openapi-spec-validator==0.9.0",
+        "WORKER_SKIP_PYTHON_TESTS",
+    ) {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
 }
 
 #[test]
@@ -107,4 +123,70 @@ fn python_jsonschema_accepts_the_test_input_and_rejects_a_bad_one() {
         "{bad}"
     );
     assert!(check(&json!({"explain": true})).contains("'text' is a required property"));
+}
+
+/// `--rp_serve_api` serves the endpoint's OpenAPI document with the handler's own schemas.
+#[test]
+fn the_local_api_serves_an_openapi_31_document_of_the_contract() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(support::example("model"))
+        .args(["--rp_serve_api", "--rp_api_port", &port.to_string()])
+        .env_remove("RUNPOD_WEBHOOK_GET_JOB")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the example starts");
+    let url = format!("http://127.0.0.1:{port}/v2/local/openapi.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let document = loop {
+        let fetched = Command::new("curl").args(["-sf", &url]).output();
+        if let Ok(out) = &fetched
+            && out.status.success()
+        {
+            break serde_json::from_slice::<Value>(&out.stdout).expect("JSON");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no /openapi.json: {fetched:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(document["openapi"], "3.1.0");
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(
+        schemas["Input"]["required"],
+        json!(["text"]),
+        "{document:#}"
+    );
+    assert_eq!(schemas["Output"]["title"], "Sentiment", "{document:#}");
+    for path in [
+        "/run",
+        "/runsync",
+        "/status/{id}",
+        "/stream/{id}",
+        "/cancel/{id}",
+    ] {
+        assert!(document["paths"][path].is_object(), "{path}: {document:#}");
+    }
+
+    let Some(bin) = python() else { return };
+    let out = Command::new(bin.join("python"))
+        .args([
+            "-c",
+            "import json, sys\n\
+             from openapi_spec_validator import validate\n\
+             validate(json.loads(sys.argv[1]))\n\
+             print('valid')",
+        ])
+        .arg(document.to_string())
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
 }

@@ -35,6 +35,11 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/retry/{id}", post(retry))
         .route("/health", get(health))
         .route("/purge-queue", post(purge_queue))
+        .route("/openapi.json", get(openapi))
+}
+
+async fn openapi(State(app): State<Arc<App>>) -> Response {
+    json_response(StatusCode::OK, app.openapi.clone())
 }
 
 /// The job id of `…/{id}` (other path parameters, such as the endpoint id, are ignored).

@@ -1,8 +1,10 @@
 //! A local RunPod emulator: the platform side of the serverless protocol on loopback.
 //!
 //! It serves RunPod's public endpoint API to clients (`/v2/{endpoint_id}/run`, `runsync`,
-//! `status`, `stream`, `cancel`, `retry`, `health`, `purge-queue`; the same routes without the
-//! `/v2/{endpoint_id}` prefix, as the Python SDK's local API has them) and the worker API to any
+//! `status`, `stream`, `cancel`, `retry`, `health`, `purge-queue`, and `openapi.json`, an
+//! OpenAPI 3.1 document of them with the worker's schemas ([`EmulatorBuilder::contract`]); the
+//! same routes without the `/v2/{endpoint_id}` prefix, as the Python SDK's local API has them)
+//! and the worker API to any
 //! number of worker processes (`job-take`, `job-take-batch`, `job-done`, `job-stream`,
 //! `job-stop`, `ping`). Workers written with `worker-runtime`, or with the Python SDK, run
 //! against it unchanged: [`EmulatorHandle::worker_env`] gives the environment to start one with.
@@ -41,6 +43,7 @@
 mod client_api;
 mod error;
 mod faults;
+mod openapi;
 mod state;
 mod stats;
 mod webhook;
@@ -65,6 +68,7 @@ use self::state::{Settings, State};
 
 pub use self::error::{Error, ErrorKind};
 pub use self::faults::{FaultKind, Faults, RecordedRequest, Route};
+pub use self::openapi::Contract;
 pub use self::stats::EmulatorStats;
 
 /// Entry point of the emulator; see [`Emulator::builder`].
@@ -90,6 +94,7 @@ impl Emulator {
             record_requests: false,
             log_requests: false,
             observer: None,
+            contract: Contract::default(),
         }
     }
 }
@@ -129,6 +134,7 @@ pub struct EmulatorBuilder {
     record_requests: bool,
     log_requests: bool,
     observer: Option<Arc<dyn Observer>>,
+    contract: Contract,
 }
 
 impl EmulatorBuilder {
@@ -220,6 +226,12 @@ impl EmulatorBuilder {
     }
 
     /// Report the worker API's events to `observer` (default: none).
+    /// The worker's input and output schemas, for `/openapi.json` (default: `{}`, any JSON).
+    pub fn contract(mut self, contract: Contract) -> Self {
+        self.contract = contract;
+        self
+    }
+
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = Some(observer);
         self
@@ -262,6 +274,17 @@ impl EmulatorBuilder {
             webhook_retry_delay: self.webhook_retry_delay,
             execution_timeout: self.execution_timeout,
         };
+        let url = {
+            let mut addr = local_addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{addr}")
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let app = Arc::new(App {
             state: State::new(settings),
@@ -270,6 +293,11 @@ impl EmulatorBuilder {
             shutdown: stop_rx.clone(),
             instrument: Instrument::new(self.record_requests, self.log_requests, self.faults),
             observer: self.observer.clone(),
+            openapi: openapi::document(
+                &self.endpoint_id,
+                &format!("{url}/v2/{}", self.endpoint_id),
+                &self.contract,
+            ),
         });
         let router = router(app.clone());
         let reaper = tokio::spawn(reap(app.clone()));
@@ -284,17 +312,7 @@ impl EmulatorBuilder {
                 tracing::error!("emulator: the server stopped: {e}");
             }
         });
-        let url = {
-            let mut addr = local_addr;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(if addr.is_ipv4() {
-                    [127, 0, 0, 1].into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                });
-            }
-            format!("http://{addr}")
-        };
+
         tracing::info!(
             "emulator: serving endpoint `{}` at {url}/v2/{}",
             self.endpoint_id,
@@ -473,6 +491,8 @@ pub(crate) struct App {
     shutdown: watch::Receiver<bool>,
     instrument: Instrument,
     pub(crate) observer: Option<Arc<dyn Observer>>,
+    /// `/openapi.json`, built once.
+    pub(crate) openapi: serde_json::Value,
 }
 
 impl App {
@@ -512,7 +532,7 @@ fn router(app: Arc<App>) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such route; the emulator serves /v2/{endpoint_id}/run, runsync, status/{id}, stream/{id}, cancel/{id}, retry/{id}, health, purge-queue (also without the /v2/{endpoint_id} prefix) and the worker routes",
+                "no such route; the emulator serves /v2/{endpoint_id}/run, runsync, status/{id}, stream/{id}, cancel/{id}, retry/{id}, health, purge-queue, openapi.json (also without the /v2/{endpoint_id} prefix) and the worker routes",
             )
         })
         // Inside the guard: only authorized worker requests are recorded and faulted.

@@ -48,8 +48,13 @@ pub(crate) async fn serve_api<H: Handler>(
         log_error("--rp_serve_api", e);
         Error::new(ErrorKind::Runtime, format!("--rp_serve_api: {e}"))
     };
+    let contract = settings.contract_now();
     let emulator = Emulator::builder()
         .bind_host(&api.host, api.port)
+        .contract(runpod_emulator::Contract {
+            input: contract.input,
+            output: contract.output,
+        })
         .build()
         .await
         .map_err(|e| failed(&e))?;
@@ -58,7 +63,7 @@ pub(crate) async fn serve_api<H: Handler>(
     let client = crate::client::build(&cfg.api_key).map_err(|e| failed(&e))?;
     let url = emulator.endpoint_url();
     tracing::info!(
-        "local RunPod API at {url} — try: curl -X POST {url}/runsync -H 'Content-Type: application/json' -d '{}'",
+        "local RunPod API at {url} — try: curl -X POST {url}/runsync -H 'Content-Type: application/json' -d '{}' (its OpenAPI: {url}/openapi.json)",
         sample_request(&settings)
     );
     let mut options = settings.loop_options();

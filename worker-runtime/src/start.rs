@@ -733,15 +733,22 @@ pub fn main<I: InitProvider, H: Handler>(
     exit_code(result)
 }
 
+impl Settings {
+    /// The handler's input and output schemas (`None`s when the macro did not say).
+    pub(crate) fn contract_now(&self) -> crate::contract::Contract {
+        match self.contract {
+            Some(contract) => contract(),
+            None => crate::contract::Contract {
+                input: None,
+                output: None,
+            },
+        }
+    }
+}
+
 /// `--schema`: the handler's input and output schemas on stdout, before (and without) init.
 fn print_contract(settings: &Settings) -> ExitCode {
-    let contract = settings.contract.map_or(
-        crate::contract::Contract {
-            input: None,
-            output: None,
-        },
-        |f| f(),
-    );
+    let contract = settings.contract_now();
     for note in contract.notes() {
         eprintln!("{note}");
     }
