@@ -26,7 +26,10 @@ enum Stop {
 struct Fleet {
     jobs: usize,
     workers: usize,
+    /// A worker leaves every `every`, and at least `min_stops` times: also when the jobs
+    /// done pass each of `min_stops` evenly spaced marks, so a fast run still has its kills.
     every: Duration,
+    min_stops: usize,
     stop: Stop,
     faults: Option<Faults>,
     seed: u64,
@@ -75,8 +78,7 @@ async fn run(fleet: Fleet) -> Outcome {
         env.push(("WORKER_SHUTDOWN_GRACE_SECONDS".into(), "10".into()));
         WorkerProcess::spawn(&fixture(), &env, &[])
     };
-    let mut workers: Vec<WorkerProcess> = (0..fleet.workers).map(|_| spawn(&platform)).collect();
-
+    // The queue is full before the fleet starts.
     let mut ids = Vec::with_capacity(fleet.jobs);
     for i in 0..fleet.jobs {
         let ms = rng.next() % 51;
@@ -86,22 +88,34 @@ async fn run(fleet: Fleet) -> Outcome {
                 .await,
         );
     }
+    let mut workers: Vec<WorkerProcess> = (0..fleet.workers).map(|_| spawn(&platform)).collect();
+    let marks: Vec<usize> = (1..=fleet.min_stops)
+        .map(|k| fleet.jobs * k / (fleet.min_stops + 1))
+        .collect();
 
     // Every `every`, one worker at random leaves (mid-job: at concurrency 2 with a full queue
     // a worker is almost always running something) and a fresh one takes its place.
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut stopped = 0;
     let mut leaving: Vec<WorkerProcess> = Vec::new();
+    let mut last_stop = Instant::now();
     loop {
         let stats = platform.handle.stats();
-        if (stats.completed + stats.failed) as usize >= fleet.jobs {
+        let done = (stats.completed + stats.failed) as usize;
+        if done >= fleet.jobs {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "the fleet did not finish: {stats:?}"
         );
-        tokio::time::sleep(fleet.every).await;
+        let due = last_stop.elapsed() >= fleet.every
+            || marks.get(stopped).is_some_and(|mark| done >= *mark);
+        if !due {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        last_stop = Instant::now();
         let victim = (rng.next() % workers.len() as u64) as usize;
         let worker = workers.swap_remove(victim);
         worker.signal(match fleet.stop {
@@ -198,6 +212,7 @@ async fn a_fleet_with_workers_killed_mid_job_completes_every_job_once() {
         jobs: 1500,
         workers: 4,
         every: Duration::from_millis(700),
+        min_stops: 3,
         stop: Stop::Kill,
         faults: None,
         seed: 7,
@@ -214,6 +229,7 @@ async fn a_fleet_drained_with_sigterm_re_runs_no_job() {
         jobs: 1000,
         workers: 4,
         every: Duration::from_millis(700),
+        min_stops: 2,
         stop: Stop::Term,
         faults: None,
         seed: 11,
@@ -231,6 +247,7 @@ async fn five_thousand_jobs_with_kills_and_faults() {
         jobs: 5000,
         workers: 4,
         every: Duration::from_secs(1),
+        min_stops: 4,
         stop: Stop::Kill,
         faults: Some(
             Faults::mixed(2026, 0.10)
