@@ -51,6 +51,47 @@ pub(crate) fn read_test_jobs(
     Ok(jobs)
 }
 
+/// The hidden `#[test]` the handler macro emits: every job of the embedded test input (and of
+/// `./test_input.json` in the crate, if there is one) deserializes into the handler's input
+/// type `T`, so a test input that drifted from the type fails `cargo test`, not a deployment.
+/// Panics with the job's own failure message (its JSON path) otherwise.
+#[track_caller]
+pub(crate) fn check_test_inputs<T: serde::de::DeserializeOwned>(
+    manifest_dir: &str,
+    embedded: Option<(&str, &str)>,
+) {
+    let mut sources = Vec::new();
+    if let Some((path, contents)) = embedded {
+        sources.push((path.to_owned(), contents.to_owned()));
+    }
+    let crate_file = std::path::Path::new(manifest_dir).join("test_input.json");
+    if let Ok(text) = std::fs::read_to_string(&crate_file)
+        && embedded.is_none_or(|(path, _)| path != "test_input.json")
+    {
+        sources.push((crate_file.display().to_string(), text));
+    }
+    let type_name = std::any::type_name::<T>();
+    for (source, text) in sources {
+        let jobs = match parse_test_jobs(&source, &text) {
+            Ok(jobs) => jobs,
+            Err(e) => panic!("{e}"),
+        };
+        for (i, job) in jobs.iter().enumerate() {
+            if let Err(failure) = crate::handler::deserialize_input::<T>(job) {
+                let which = if jobs.len() > 1 {
+                    format!("{source}[{i}]")
+                } else {
+                    source.clone()
+                };
+                panic!(
+                    "{which}: the test input does not match the handler's input type `{type_name}`: {}",
+                    failure.message()
+                );
+            }
+        }
+    }
+}
+
 /// One job (`{"input": …}`) or a list of them (`[{"input": …}, …]`, ids `local_test_1`, …).
 fn parse_test_jobs(source: &str, text: &str) -> Result<Vec<Job>, Error> {
     let bad = |message: String| Error::new(ErrorKind::TestInput, message);
@@ -254,6 +295,42 @@ mod tests {
             err(r#"{"id": 4, "input": 1}"#),
             "t: the job's `id` is not a string"
         );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Prompt {
+        text: String,
+    }
+
+    fn check_message(embedded: (&str, &str)) -> Option<String> {
+        // A crate directory without a `test_input.json` of its own.
+        let dir = std::env::temp_dir().join(format!("no-crate-{}", std::process::id()));
+        let dir = dir.to_str().unwrap().to_owned();
+        std::panic::catch_unwind(|| check_test_inputs::<Prompt>(&dir, Some(embedded)))
+            .err()
+            .map(|p| p.downcast_ref::<String>().cloned().unwrap_or_default())
+    }
+
+    #[test]
+    fn test_inputs_are_checked_against_the_input_type() {
+        assert_eq!(
+            check_message(("t.json", r#"{"input": {"text": "hi"}}"#)),
+            None
+        );
+        assert_eq!(
+            check_message((
+                "t.json",
+                r#"[{"input": {"text": "a"}}, {"input": {"text": 5}}]"#
+            ))
+            .unwrap(),
+            "t.json[1]: the test input does not match the handler's input type \
+             `worker::local::tests::Prompt`: input.text: invalid type: integer `5`, expected a string"
+        );
+        let missing = check_message(("t.json", r#"{"input": {}}"#)).unwrap();
+        assert!(missing.contains("missing field `text`"), "{missing}");
+        let not_json = check_message(("t.json", "{")).unwrap();
+        assert!(not_json.contains("t.json is not valid JSON"), "{not_json}");
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub fn deserialize_input<T: DeserializeOwned>(job: &Job) -> Result<T, Failure> {
     crate::handler::deserialize_input(job)
 }
 
+/// The hidden test of the test input(s) against the input type `T` (see the handler macro).
+#[track_caller]
+pub fn check_test_inputs<T: DeserializeOwned>(manifest_dir: &str, embedded: Option<(&str, &str)>) {
+    crate::local::check_test_inputs::<T>(manifest_dir, embedded)
+}
+
 /// The outcome of a handler that produced `value`.
 pub fn output<T: Serialize>(value: T) -> Outcome {
     Outcome::output(&value)

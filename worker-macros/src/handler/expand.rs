@@ -50,6 +50,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         settings = quote!(#settings.current_thread());
     }
     let contract = contract(handler, roles, &private);
+    let test_of_inputs = test_of_inputs(handler, roles, options, &private);
     if let Some((path, span)) = &options.test_input {
         // Spanned on the literal: a missing file is reported there.
         let path = LitStr::new(path, *span);
@@ -328,6 +329,8 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
         #[allow(unused_imports)]
         use #private::fallback::*;
 
+        #test_of_inputs
+
         #vis fn #entry() -> ::std::process::ExitCode {
             #[allow(non_camel_case_types)]
             struct #adapter #state_field
@@ -382,6 +385,42 @@ fn contract(handler: &Handler, roles: &Roles<'_>, private: &TokenStream) -> Toke
                 input: (&&&#input).__worker_schema(),
                 output: #output,
             }
+        }
+    }
+}
+
+/// A `#[test]` (compiled only by `cargo test`) that the test input built in with `test_input =
+/// "…"`, and `./test_input.json` of the crate, deserialize into one job's input type.
+fn test_of_inputs(
+    handler: &Handler,
+    roles: &Roles<'_>,
+    options: &Options,
+    private: &TokenStream,
+) -> TokenStream {
+    let input_ty = roles.batch.as_ref().map_or(&roles.input.ty, |b| b.element);
+    let embedded = match &options.test_input {
+        Some((path, span)) => {
+            let path = LitStr::new(path, *span);
+            quote! {
+                ::core::option::Option::Some((#path, ::core::include_str!(
+                    ::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #path)
+                )))
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let name = Ident::new(
+        &format!(
+            "{}_test_input_matches_its_input_type",
+            syn::ext::IdentExt::unraw(&handler.item.sig.ident)
+        ),
+        Span::call_site(),
+    );
+    quote! {
+        #[cfg(test)]
+        #[test]
+        fn #name() {
+            #private::check_test_inputs::<#input_ty>(::core::env!("CARGO_MANIFEST_DIR"), #embedded);
         }
     }
 }
