@@ -46,36 +46,33 @@ impl Contract {
     }
 }
 
-/// Names a type for the schema lookup; see the module docs.
-pub struct SchemaOf<T: ?Sized>(PhantomData<fn() -> Box<T>>);
+/// Names a type for the schema lookup; see the module docs. `K` says what is described: the
+/// type itself ([`Whole`]), or one item of the `Vec<T>` (or `Result<Vec<T>, E>`) a batch
+/// handler returns ([`PerItem`]).
+pub struct SchemaOf<T: ?Sized, K = Whole>(PhantomData<Names<T, K>>);
 
-impl<T: ?Sized> std::fmt::Debug for SchemaOf<T> {
+/// What a [`SchemaOf`] names: a `fn` pointer type, so it owns no `T` and is `Send` and `Sync`
+/// whatever `T` is.
+type Names<T, K> = (fn() -> Box<T>, K);
+
+/// [`SchemaOf`] describes the type itself.
+#[derive(Debug)]
+pub enum Whole {}
+
+/// [`SchemaOf`] describes one item of a batch handler's outputs.
+#[derive(Debug)]
+pub enum PerItem {}
+
+impl<T: ?Sized, K> std::fmt::Debug for SchemaOf<T, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(std::any::type_name::<T>())
     }
 }
 
-impl<T: ?Sized> SchemaOf<T> {
+impl<T: ?Sized, K> SchemaOf<T, K> {
     #[allow(clippy::new_without_default)]
-    pub const fn new() -> SchemaOf<T> {
+    pub const fn new() -> SchemaOf<T, K> {
         SchemaOf(PhantomData)
-    }
-}
-
-/// Names a batch handler's return type (`Vec<T>` or `Result<Vec<T>, E>`): each job's output
-/// is one `T`.
-pub struct ItemSchemaOf<T: ?Sized>(PhantomData<fn() -> Box<T>>);
-
-impl<T: ?Sized> std::fmt::Debug for ItemSchemaOf<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(std::any::type_name::<T>())
-    }
-}
-
-impl<T: ?Sized> ItemSchemaOf<T> {
-    #[allow(clippy::new_without_default)]
-    pub const fn new() -> ItemSchemaOf<T> {
-        ItemSchemaOf(PhantomData)
     }
 }
 
@@ -115,23 +112,21 @@ pub mod levels {
         }
     }
 
-    impl<T: ?Sized> NoSchema for SchemaOf<T> {}
+    impl<T: ?Sized, K> NoSchema for SchemaOf<T, K> {}
 
     #[cfg(feature = "schema")]
-    impl<T: schemars::JsonSchema, E> SchemaOfOk for &&ItemSchemaOf<Result<Vec<T>, E>> {
+    impl<T: schemars::JsonSchema, E> SchemaOfOk for &&SchemaOf<Result<Vec<T>, E>, PerItem> {
         fn __worker_schema(&self) -> Option<Value> {
             Some(schema_of::<T>())
         }
     }
 
     #[cfg(feature = "schema")]
-    impl<T: schemars::JsonSchema> SchemaOfType for &ItemSchemaOf<Vec<T>> {
+    impl<T: schemars::JsonSchema> SchemaOfType for &SchemaOf<Vec<T>, PerItem> {
         fn __worker_schema(&self) -> Option<Value> {
             Some(schema_of::<T>())
         }
     }
-
-    impl<T: ?Sized> NoSchema for ItemSchemaOf<T> {}
 }
 
 /// The JSON Schema (draft 2020-12) of `T`, as serde (de)serializes it.
@@ -212,14 +207,14 @@ mod tests {
 
     #[test]
     fn a_batch_return_describes_one_item() {
-        let one = (&&&ItemSchemaOf::<Vec<Prompt>>::new())
+        let one = (&&&SchemaOf::<Vec<Prompt>, PerItem>::new())
             .__worker_schema()
             .unwrap();
         assert_eq!(one["type"], "object");
-        let ok = (&&&ItemSchemaOf::<Result<Vec<u8>, String>>::new()).__worker_schema();
+        let ok = (&&&SchemaOf::<Result<Vec<u8>, String>, PerItem>::new()).__worker_schema();
         assert_eq!(ok.unwrap()["type"], "integer");
         assert_eq!(
-            (&&&ItemSchemaOf::<Vec<NoDerive>>::new()).__worker_schema(),
+            (&&&SchemaOf::<Vec<NoDerive>, PerItem>::new()).__worker_schema(),
             None
         );
     }

@@ -369,7 +369,7 @@ fn contract(handler: &Handler, roles: &Roles<'_>, private: &TokenStream) -> Toke
     });
     let output = match (stream_item, &roles.batch) {
         (Some(item), _) => quote!(#private::SchemaOf::<#item>::new()),
-        (None, Some(_)) => quote!(#private::ItemSchemaOf::<#returned>::new()),
+        (None, Some(_)) => quote!(#private::SchemaOf::<#returned, #private::PerItem>::new()),
         (None, None) => quote!(#private::SchemaOf::<#returned>::new()),
     };
     let output = if opaque && stream_item.is_none() {
