@@ -190,3 +190,17 @@ fn the_local_api_serves_an_openapi_31_document_of_the_contract() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
 }
+
+/// A batch handler's contract is one job's: `embed` takes `Vec<Request>` and returns
+/// `Result<Vec<anyhow::Result<Response>>>`; its schema is `Request`'s and `Response`'s.
+#[test]
+fn a_batch_handlers_schema_is_one_jobs_input_and_output() {
+    let (schema, notes) = schema_of("embed");
+    assert_eq!(notes, "", "{schema:#}");
+    assert_eq!(schema["input"]["title"], "Request", "{schema:#}");
+    assert_eq!(
+        schema["input"]["additionalProperties"], false,
+        "deny_unknown_fields: {schema:#}"
+    );
+    assert_eq!(schema["output"]["title"], "Response", "{schema:#}");
+}

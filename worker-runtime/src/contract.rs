@@ -76,10 +76,15 @@ impl<T: ?Sized, K> SchemaOf<T, K> {
     }
 }
 
-/// The lookup's levels: called as `(&&&SchemaOf::<T>::new()).__worker_schema()`, the first
+/// The lookup's levels: called as `(&&&&SchemaOf::<T>::new()).__worker_schema()`, the first
 /// that applies wins.
 pub mod levels {
     use super::*;
+
+    /// A batch handler's `Result<Vec<Result<T, E2>>, E>`: each job's own result describes `T`.
+    pub trait SchemaOfOkItems {
+        fn __worker_schema(&self) -> Option<Value>;
+    }
 
     /// `Result<T, E>` with a schema for `T`: a handler's fallible return describes `T`.
     pub trait SchemaOfOk {
@@ -122,6 +127,22 @@ pub mod levels {
     }
 
     #[cfg(feature = "schema")]
+    impl<T: schemars::JsonSchema, E2, E> SchemaOfOkItems
+        for &&&SchemaOf<Result<Vec<Result<T, E2>>, E>, PerItem>
+    {
+        fn __worker_schema(&self) -> Option<Value> {
+            Some(schema_of::<T>())
+        }
+    }
+
+    #[cfg(feature = "schema")]
+    impl<T: schemars::JsonSchema, E2> SchemaOfOk for &&SchemaOf<Vec<Result<T, E2>>, PerItem> {
+        fn __worker_schema(&self) -> Option<Value> {
+            Some(schema_of::<T>())
+        }
+    }
+
+    #[cfg(feature = "schema")]
     impl<T: schemars::JsonSchema> SchemaOfType for &SchemaOf<Vec<T>, PerItem> {
         fn __worker_schema(&self) -> Option<Value> {
             Some(schema_of::<T>())
@@ -138,7 +159,7 @@ fn schema_of<T: schemars::JsonSchema + ?Sized>() -> Value {
 }
 
 #[cfg(all(test, feature = "schema"))]
-// `&&&` is the lookup: each level is one reference fewer.
+// `&&&&` is the lookup: each level is one reference fewer.
 #[allow(clippy::needless_borrow)]
 mod tests {
     use super::levels::*;
@@ -179,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_derived_type_describes_itself_with_serde_applied() {
-        let schema = (&&&SchemaOf::<Prompt>::new()).__worker_schema().unwrap();
+        let schema = (&&&&SchemaOf::<Prompt>::new()).__worker_schema().unwrap();
         assert_eq!(schema["type"], "object");
         assert_eq!(schema["properties"]["text"]["description"], "What to say.");
         assert!(schema["properties"]["seedValue"].is_object(), "{schema}");
@@ -194,34 +215,39 @@ mod tests {
 
     #[test]
     fn a_result_describes_its_ok_type_and_other_types_have_none() {
-        let ok = (&&&SchemaOf::<Result<Prompt, std::io::Error>>::new()).__worker_schema();
+        let ok = (&&&&SchemaOf::<Result<Prompt, std::io::Error>>::new()).__worker_schema();
         assert_eq!(ok.unwrap()["properties"]["text"]["type"], "string");
-        let plain = (&&&SchemaOf::<Vec<u32>>::new()).__worker_schema().unwrap();
+        let plain = (&&&&SchemaOf::<Vec<u32>>::new()).__worker_schema().unwrap();
         assert_eq!(plain["type"], "array");
-        assert_eq!((&&&SchemaOf::<NoDerive>::new()).__worker_schema(), None);
+        assert_eq!((&&&&SchemaOf::<NoDerive>::new()).__worker_schema(), None);
         assert_eq!(
-            (&&&SchemaOf::<Result<NoDerive, String>>::new()).__worker_schema(),
+            (&&&&SchemaOf::<Result<NoDerive, String>>::new()).__worker_schema(),
             None
         );
     }
 
     #[test]
     fn a_batch_return_describes_one_item() {
-        let one = (&&&SchemaOf::<Vec<Prompt>, PerItem>::new())
+        let one = (&&&&SchemaOf::<Vec<Prompt>, PerItem>::new())
             .__worker_schema()
             .unwrap();
         assert_eq!(one["type"], "object");
-        let ok = (&&&SchemaOf::<Result<Vec<u8>, String>, PerItem>::new()).__worker_schema();
+        let ok = (&&&&SchemaOf::<Result<Vec<u8>, String>, PerItem>::new()).__worker_schema();
         assert_eq!(ok.unwrap()["type"], "integer");
         assert_eq!(
-            (&&&SchemaOf::<Vec<NoDerive>, PerItem>::new()).__worker_schema(),
+            (&&&&SchemaOf::<Vec<NoDerive>, PerItem>::new()).__worker_schema(),
             None
         );
+        let each = (&&&&SchemaOf::<Result<Vec<Result<Prompt, String>>, String>, PerItem>::new())
+            .__worker_schema();
+        assert_eq!(each.unwrap()["title"], "Prompt", "each job's own Ok type");
+        let each = (&&&&SchemaOf::<Vec<Result<u8, String>>, PerItem>::new()).__worker_schema();
+        assert_eq!(each.unwrap()["type"], "integer");
     }
 
     #[test]
     fn tagged_enums_flatten_maps_and_options() {
-        let schema = (&&&SchemaOf::<Outer>::new()).__worker_schema().unwrap();
+        let schema = (&&&&SchemaOf::<Outer>::new()).__worker_schema().unwrap();
         let text = schema.to_string();
         assert!(schema["properties"]["text"].is_object(), "flatten: {text}");
         assert_eq!(schema["properties"]["tags"]["type"], "object", "{text}");
@@ -229,7 +255,7 @@ mod tests {
             text.contains("\"circle\"") && text.contains("\"kind\""),
             "{text}"
         );
-        let prompt = (&&&SchemaOf::<Prompt>::new()).__worker_schema().unwrap();
+        let prompt = (&&&&SchemaOf::<Prompt>::new()).__worker_schema().unwrap();
         let steps = prompt["properties"]["steps"].to_string();
         assert!(steps.contains("null"), "an Option admits null: {steps}");
     }

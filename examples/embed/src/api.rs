@@ -9,8 +9,8 @@ use crate::{DIMENSIONS, Embedder, Embedding, NAME};
 /// The most texts one job may carry.
 pub const MAX_TEXTS: usize = 256;
 
-/// A job's input: one text or a list of them.
-#[derive(Debug, Deserialize)]
+/// A job's input: one text (`text`) or a list of them (`texts`, at most 256).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     /// One text to embed.
@@ -22,7 +22,7 @@ pub struct Request {
 }
 
 /// A job's output: `embedding` for `text`, `embeddings` for `texts`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Response {
     One {

@@ -375,14 +375,16 @@ fn contract(handler: &Handler, roles: &Roles<'_>, private: &TokenStream) -> Toke
     let output = if opaque && stream_item.is_none() {
         quote!(::core::option::Option::None)
     } else {
-        quote!((&&&#output).__worker_schema())
+        quote!((&&&&#output).__worker_schema())
     };
     quote! {
         || {
             #[allow(unused_imports)]
-            use #private::schema_levels::{NoSchema as _, SchemaOfOk as _, SchemaOfType as _};
+            use #private::schema_levels::{
+                NoSchema as _, SchemaOfOk as _, SchemaOfOkItems as _, SchemaOfType as _,
+            };
             #private::Contract {
-                input: (&&&#input).__worker_schema(),
+                input: (&&&&#input).__worker_schema(),
                 output: #output,
             }
         }
