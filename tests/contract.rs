@@ -204,3 +204,23 @@ fn a_batch_handlers_schema_is_one_jobs_input_and_output() {
     );
     assert_eq!(schema["output"]["title"], "Response", "{schema:#}");
 }
+
+/// Without the macros: `Worker::contract::<In, Out>()` gives `--schema` the types, and
+/// `try_run` returns `Ok` after printing it, without running init.
+#[test]
+fn a_worker_without_the_macros_prints_its_contract() {
+    let out = Command::new(env!("CARGO_BIN_EXE_embedded-fixture"))
+        .arg("--schema")
+        .env_clear()
+        .output()
+        .expect("the fixture runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (schema, rest) = stdout
+        .split_once("\n}\n")
+        .map(|(json, rest)| (format!("{json}\n}}"), rest))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let schema: Value = serde_json::from_str(&schema).unwrap();
+    assert_eq!(schema["input"]["type"], "integer", "{schema:#}");
+    assert_eq!(schema["output"]["type"], "string", "{schema:#}");
+    assert_eq!(rest.trim(), "try_run returned Ok", "{out:?}");
+}

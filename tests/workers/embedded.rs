@@ -32,6 +32,7 @@ async fn main() -> std::process::ExitCode {
         })
     })
     .platform(platform)
+    .contract::<u64, String>()
     .shutdown_grace(Duration::from_secs(30));
     match worker.try_run().await {
         Ok(()) => {

@@ -152,7 +152,7 @@ pub mod levels {
 
 /// The JSON Schema (draft 2020-12) of `T`, as serde (de)serializes it.
 #[cfg(feature = "schema")]
-fn schema_of<T: schemars::JsonSchema + ?Sized>() -> Value {
+pub(crate) fn schema_of<T: schemars::JsonSchema + ?Sized>() -> Value {
     schemars::SchemaGenerator::default()
         .into_root_schema_for::<T>()
         .to_value()

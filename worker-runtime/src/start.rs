@@ -294,6 +294,34 @@ impl<H: Handler> Worker<H> {
         self
     }
 
+    /// The input and output types, for the contract: `--schema` prints their JSON Schemas
+    /// and `--rp_serve_api` serves them in `/openapi.json` (as `#[worker::handler]` does from
+    /// the handler's signature).
+    ///
+    /// ```no_run
+    /// #[derive(serde::Deserialize, worker::JsonSchema)]
+    /// #[schemars(crate = "worker::schemars")]
+    /// struct Prompt {
+    ///     text: String,
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::process::ExitCode {
+    ///     let echo = worker::handler_fn(|input: Prompt, _job: worker::Job| async move {
+    ///         Ok::<_, std::convert::Infallible>(input.text)
+    ///     });
+    ///     worker::Worker::new(echo).contract::<Prompt, String>().run().await
+    /// }
+    /// ```
+    #[cfg(feature = "schema")]
+    pub fn contract<I: schemars::JsonSchema, O: schemars::JsonSchema>(mut self) -> Worker<H> {
+        self.settings = self.settings.contract(|| crate::contract::Contract {
+            input: Some(crate::contract::schema_of::<I>()),
+            output: Some(crate::contract::schema_of::<O>()),
+        });
+        self
+    }
+
     /// After a job is cancelled, how long its handler may go on before it is dropped
     /// (`WORKER_CANCEL_GRACE_MS`, default 1 s).
     pub fn cancel_grace(mut self, grace: std::time::Duration) -> Worker<H> {
@@ -310,7 +338,14 @@ impl<H: Handler> Worker<H> {
     /// why not: bad configuration, a failed init, a failed test job. The error was logged too.
     pub async fn try_run(self) -> Result<(), Error> {
         report::install_panic_hook();
-        let started = Started::new(Args::from_env(), self.platform, self.limits)?;
+        let args = Args::from_env();
+        if args.schema {
+            return match print_contract(&self.settings) {
+                true => Ok(()),
+                false => Err(Error::new(ErrorKind::Runtime, "could not write the schema")),
+            };
+        }
+        let started = Started::new(args, self.platform, self.limits)?;
         started
             .go(self.source, self.settings, SecondSignal::EndGrace)
             .await
@@ -699,7 +734,10 @@ pub fn main<I: InitProvider, H: Handler>(
     report::install_panic_hook();
     let args = Args::from_env();
     if args.schema {
-        return print_contract(&settings);
+        return match print_contract(&settings) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
     }
     let builder = if settings.current_thread {
         tokio::runtime::Builder::new_current_thread()
@@ -747,7 +785,8 @@ impl Settings {
 }
 
 /// `--schema`: the handler's input and output schemas on stdout, before (and without) init.
-fn print_contract(settings: &Settings) -> ExitCode {
+/// `false` if they could not be written.
+fn print_contract(settings: &Settings) -> bool {
     let contract = settings.contract_now();
     for note in contract.notes() {
         eprintln!("{note}");
@@ -755,11 +794,11 @@ fn print_contract(settings: &Settings) -> ExitCode {
     match serde_json::to_string_pretty(&contract.document()) {
         Ok(text) => {
             println!("{text}");
-            ExitCode::SUCCESS
+            true
         }
         Err(e) => {
             eprintln!("error: could not write the schema: {e}");
-            ExitCode::FAILURE
+            false
         }
     }
 }
