@@ -355,14 +355,13 @@ fn contract(handler: &Handler, roles: &Roles<'_>, private: &TokenStream) -> Toke
         }
         None => quote!(#private::SchemaOf::<#input_ty>::new()),
     };
-    let returned = match &handler.item.sig.output {
-        // `-> impl Serialize` cannot be named: no schema.
-        ReturnType::Type(_, ty) if names_impl_trait(ty) => quote!(()),
-        ReturnType::Type(_, ty) => quote!(#ty),
-        ReturnType::Default => quote!(()),
-    };
+    // `-> impl Serialize` cannot be named: no schema.
     let opaque =
         matches!(&handler.item.sig.output, ReturnType::Type(_, ty) if names_impl_trait(ty));
+    let returned = match &handler.item.sig.output {
+        ReturnType::Type(_, ty) if !opaque => quote!(#ty),
+        _ => quote!(()),
+    };
     let stream_item = handler.params.iter().find_map(|p| match p.kind {
         ParamKind::Stream { .. } => super::parse::stream_item(&p.ty),
         _ => None,
