@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::batch::{Batch, BatchHandler, BatchInvocation, Batched};
-pub use crate::contract::{Contract, PerItem, SchemaOf, levels as schema_levels};
+pub use crate::contract::{Contract, PerItem, SchemaOf, Whole, levels as schema_levels};
 pub use crate::handler::{Handler, Invocation, Outcome};
 pub use crate::job::Job;
 pub use crate::report::Failure;
