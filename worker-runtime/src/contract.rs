@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// The input and output schemas of a handler; `None` for a type that does not derive
 /// `JsonSchema`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Contract {
     pub input: Option<Value>,
     pub output: Option<Value>,
@@ -27,6 +27,12 @@ impl Contract {
 
     /// Why a part is `{}` (for stderr), if one is.
     pub(crate) fn notes(&self) -> Vec<String> {
+        if !cfg!(feature = "schema") {
+            // No derive to suggest: the feature that brings it is off.
+            return vec![
+                "note: the worker crate's `schema` feature is off, so no schema is known".into(),
+            ];
+        }
         let mut notes = Vec::new();
         for (part, schema) in [("input", &self.input), ("output", &self.output)] {
             if schema.is_none() {
@@ -36,11 +42,6 @@ impl Contract {
                      `#[schemars(crate = \"worker::schemars\")]` to the type"
                 ));
             }
-        }
-        if !cfg!(feature = "schema") {
-            notes.push(
-                "note: the worker crate's `schema` feature is off, so no schema is known".into(),
-            );
         }
         notes
     }

@@ -90,6 +90,11 @@ impl Settings {
         self
     }
 
+    /// The handler's input and output schemas (`None`s when nothing named the types).
+    pub(crate) fn contract_now(&self) -> crate::contract::Contract {
+        self.contract.map(|contract| contract()).unwrap_or_default()
+    }
+
     pub(crate) fn loop_options(&self) -> LoopOptions {
         LoopOptions {
             concurrency: self.concurrency,
@@ -769,19 +774,6 @@ pub fn main<I: InitProvider, H: Handler>(
     // Jobs are done and reported; do not wait for blocking threads still running abandoned work.
     runtime.shutdown_background();
     exit_code(result)
-}
-
-impl Settings {
-    /// The handler's input and output schemas (`None`s when the macro did not say).
-    pub(crate) fn contract_now(&self) -> crate::contract::Contract {
-        match self.contract {
-            Some(contract) => contract(),
-            None => crate::contract::Contract {
-                input: None,
-                output: None,
-            },
-        }
-    }
 }
 
 /// `--schema`: the handler's input and output schemas on stdout, before (and without) init.
