@@ -1,7 +1,8 @@
 //! The input contract from the types: `--schema` of the `model` example, read back here and by
 //! Python's `jsonschema` (from PyPI, in a venv of its own, with `openapi-spec-validator`), which
-//! must accept the example's test input and reject a bad one; and the `/openapi.json` that
-//! `--rp_serve_api` serves, which must validate as OpenAPI 3.1.
+//! must accept the example's test input and reject a bad one; the `/openapi.json` that
+//! `--rp_serve_api` serves, which must validate as OpenAPI 3.1; and the input's declared
+//! constraints, which a job must meet to run.
 
 use std::path::Path;
 use std::process::Command;
@@ -58,6 +59,11 @@ fn schema_describes_the_model_examples_input_and_output() {
         input["properties"]["explain"]["default"], false,
         "#[serde(default)]"
     );
+    // garde's rules, read by schemars.
+    assert_eq!(input["properties"]["text"]["minLength"], 1, "{schema:#}");
+    assert_eq!(input["properties"]["text"]["maxLength"], 20_000);
+    assert_eq!(input["properties"]["max_words"]["minimum"], 1);
+    assert_eq!(input["properties"]["neutral_band"]["maximum"], 5.0);
     let output = &schema["output"];
     assert_eq!(
         output["required"],
@@ -123,40 +129,115 @@ fn python_jsonschema_accepts_the_test_input_and_rejects_a_bad_one() {
         "{bad}"
     );
     assert!(check(&json!({"explain": true})).contains("'text' is a required property"));
+    let out_of_range = check(&json!({"text": "", "neutral_band": 9}));
+    assert!(
+        out_of_range.contains("should be non-empty") || out_of_range.contains("is too short"),
+        "{out_of_range}"
+    );
+    assert!(
+        out_of_range.contains("9 is greater than the maximum of 5"),
+        "{out_of_range}"
+    );
+}
+
+/// The `model` example serving `--rp_serve_api` on a free port, killed on drop.
+struct LocalApi {
+    child: std::process::Child,
+    base: String,
+}
+
+impl LocalApi {
+    fn start() -> LocalApi {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(support::example("model"))
+            .args(["--rp_serve_api", "--rp_api_port", &port.to_string()])
+            .env_remove("RUNPOD_WEBHOOK_GET_JOB")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the example starts");
+        let api = LocalApi {
+            child,
+            base: format!("http://127.0.0.1:{port}/v2/local"),
+        };
+        // Up once its OpenAPI document answers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while api.get("/openapi.json").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "--rp_serve_api did not answer within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        api
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}{path}", self.base)])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("JSON"))
+    }
+
+    fn runsync(&self, input: Value) -> Value {
+        let out = Command::new("curl")
+            .args(["-sf", "-H", "Content-Type: application/json", "-d"])
+            .arg(json!({ "input": input }).to_string())
+            .arg(format!("{}/runsync", self.base))
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+}
+
+impl Drop for LocalApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The declared constraints, end to end: a job breaking three fails once with all three, each
+/// at its JSON path with the value it got; a job within them runs.
+#[test]
+fn a_job_breaking_three_constraints_fails_with_all_three() {
+    let api = LocalApi::start();
+    let failed = api.runsync(json!({"text": "", "max_words": 0, "neutral_band": 9}));
+    assert_eq!(failed["status"], "FAILED", "{failed:#}");
+    let error = failed["error"]
+        .as_str()
+        .expect("the error report, as a string");
+    let report: Value = serde_json::from_str(error).expect("the report is JSON");
+    assert_eq!(report["error_type"], "InvalidInput", "{report:#}");
+    let message = report["error_message"].as_str().unwrap();
+    for violation in [
+        "input.text: length must be at least 1 (got \"\")",
+        "input.max_words: must be at least 1 (got 0)",
+        "input.neutral_band: must be at most 5 (got 9)",
+    ] {
+        assert!(message.contains(violation), "{violation} in {message}");
+    }
+    assert_eq!(message.matches("; ").count(), 2, "{message}");
+
+    let done = api.runsync(json!({"text": "great food", "max_words": 10, "neutral_band": 1.0}));
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    assert_eq!(done["output"]["label"], "positive", "{done:#}");
 }
 
 /// `--rp_serve_api` serves the endpoint's OpenAPI document with the handler's own schemas.
 #[test]
 fn the_local_api_serves_an_openapi_31_document_of_the_contract() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(support::example("model"))
-        .args(["--rp_serve_api", "--rp_api_port", &port.to_string()])
-        .env_remove("RUNPOD_WEBHOOK_GET_JOB")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the example starts");
-    let url = format!("http://127.0.0.1:{port}/v2/local/openapi.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let document = loop {
-        let fetched = Command::new("curl").args(["-sf", &url]).output();
-        if let Ok(out) = &fetched
-            && out.status.success()
-        {
-            break serde_json::from_slice::<Value>(&out.stdout).expect("JSON");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no /openapi.json: {fetched:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let api = LocalApi::start();
+    let document = api.get("/openapi.json").expect("served");
+    drop(api);
     assert_eq!(document["openapi"], "3.1.0");
     let schemas = &document["components"]["schemas"];
     assert_eq!(

@@ -22,16 +22,32 @@ struct Lexicon {
 }
 
 // `JsonSchema` makes the input and output the endpoint's contract: `--schema` prints them,
-// with the doc comments as descriptions.
+// with the doc comments as descriptions. `garde::Validate` declares the constraints, checked
+// before the handler runs (a job breaking several fails with all of them) and shown in the
+// schema (`minLength`, `maximum`, …).
 /// A review to score.
-#[derive(Debug, Deserialize, worker::JsonSchema)]
+#[derive(Debug, Deserialize, worker::JsonSchema, garde::Validate)]
 #[schemars(crate = "worker::schemars")]
 struct Review {
     /// The text to score.
+    #[garde(length(min = 1, max = 20_000))]
     text: String,
     /// Also list the words that contributed and their weights.
     #[serde(default)]
+    #[garde(skip)]
     explain: bool,
+    /// Score only the first this many words (default: all).
+    #[serde(default)]
+    #[garde(range(min = 1, max = 10_000))]
+    max_words: Option<usize>,
+    /// Scores within this distance of 0 are `neutral`.
+    #[serde(default = "default_neutral_band")]
+    #[garde(range(min = 0.0, max = 5.0))]
+    neutral_band: f64,
+}
+
+fn default_neutral_band() -> f64 {
+    0.5
 }
 
 /// The sentiment of a review.
@@ -85,13 +101,15 @@ impl Lexicon {
     }
 
     /// Score a text: sum the weights of known words, flipping the word after a negation.
-    fn score(&self, text: &str, explain: bool) -> Sentiment {
+    fn score(&self, review: &Review) -> Sentiment {
         let mut total = 0i32;
         let mut matched = Vec::new();
         let mut negate = false;
-        let words: Vec<String> = text
+        let words: Vec<String> = review
+            .text
             .split(|c: char| !c.is_alphanumeric() && c != '\'')
             .filter(|w| !w.is_empty())
+            .take(review.max_words.unwrap_or(usize::MAX))
             .map(str::to_lowercase)
             .collect();
         for word in &words {
@@ -114,9 +132,10 @@ impl Lexicon {
         } else {
             (f64::from(total) / (words.len() as f64).sqrt()).clamp(-5.0, 5.0)
         };
+        let band = review.neutral_band;
         let label = match score {
-            s if s > 0.5 => "positive",
-            s if s < -0.5 => "negative",
+            s if s > band => "positive",
+            s if s < -band => "negative",
             _ => "neutral",
         };
         let score = (score * 100.0).round() / 100.0;
@@ -124,7 +143,7 @@ impl Lexicon {
             label,
             score,
             words_matched: matched.len(),
-            explanation: explain.then_some(matched),
+            explanation: review.explain.then_some(matched),
         }
     }
 }
@@ -158,7 +177,7 @@ fn classify(review: Review, lexicon: &Lexicon, job: &worker::Job) -> anyhow::Res
         review.text.len(),
         job.id()
     );
-    Ok(lexicon.score(&review.text, review.explain))
+    Ok(lexicon.score(&review))
 }
 
 #[cfg(test)]
@@ -171,37 +190,45 @@ mod tests {
         let lexicon = load().unwrap();
         let job = worker::Job::new("t1", worker::json!({"text": "great"}));
         let out = classify(
-            Review {
-                text: "The food was great and the staff friendly".into(),
-                explain: false,
-            },
+            review("The food was great and the staff friendly", false),
             &lexicon,
             &job,
         )
         .unwrap();
         assert_eq!(out.label, "positive");
-        let out = classify(
-            Review {
-                text: "not good, slow and rude".into(),
-                explain: true,
-            },
-            &lexicon,
-            &job,
-        )
-        .unwrap();
+        let out = classify(review("not good, slow and rude", true), &lexicon, &job).unwrap();
         assert_eq!(out.label, "negative");
         assert_eq!(out.explanation.unwrap()[0], ("good".to_string(), -3));
-        assert!(
-            classify(
-                Review {
-                    text: "  ".into(),
-                    explain: false
-                },
-                &lexicon,
-                &job
-            )
-            .is_err()
-        );
+        assert!(classify(review("  ", false), &lexicon, &job).is_err());
+        let capped = Review {
+            max_words: Some(3),
+            ..review("The food was great and the staff friendly", false)
+        };
+        assert_eq!(classify(capped, &lexicon, &job).unwrap().label, "neutral");
+    }
+
+    fn review(text: &str, explain: bool) -> Review {
+        Review {
+            text: text.into(),
+            explain,
+            max_words: None,
+            neutral_band: default_neutral_band(),
+        }
+    }
+
+    #[test]
+    fn the_declared_constraints_hold_every_violation() {
+        use garde::Validate as _;
+        assert!(review("great", false).validate().is_ok());
+        let bad = Review {
+            max_words: Some(0),
+            neutral_band: 9.0,
+            ..review("", false)
+        };
+        let report = bad.validate().unwrap_err();
+        let mut paths: Vec<String> = report.iter().map(|(path, _)| path.to_string()).collect();
+        paths.sort();
+        assert_eq!(paths, ["max_words", "neutral_band", "text"], "{report}");
     }
 
     #[test]

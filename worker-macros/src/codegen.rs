@@ -12,6 +12,37 @@ pub(crate) const INIT_ALIAS: &str = "one_worker_init_per_module";
 
 use crate::signature::strip;
 
+/// The generated code's own `__worker_…` locals (the job, the input, the state, results)
+/// resolved with mixed-site hygiene, as `macro_rules!` locals are: user tokens the expansion
+/// carries (types, the `concurrency` expression) can neither see nor shadow them. Locations are
+/// kept, so errors still point where they did. Names after a `.` (methods of the runtime's
+/// helper traits) stay as they are.
+pub(crate) fn hygienic_locals(tokens: TokenStream) -> TokenStream {
+    let mut after_dot = false;
+    tokens
+        .into_iter()
+        .map(|tree| {
+            let tree = match tree {
+                TokenTree::Ident(mut ident)
+                    if !after_dot && ident.to_string().starts_with("__worker_") =>
+                {
+                    ident.set_span(ident.span().resolved_at(Span::mixed_site()));
+                    TokenTree::Ident(ident)
+                }
+                TokenTree::Group(group) => {
+                    let mut respanned =
+                        Group::new(group.delimiter(), hygienic_locals(group.stream()));
+                    respanned.set_span(group.span());
+                    TokenTree::Group(respanned)
+                }
+                other => other,
+            };
+            after_dot = matches!(&tree, TokenTree::Punct(p) if p.as_char() == '.');
+            tree
+        })
+        .collect()
+}
+
 /// `{ tokens }` as one expression located at `span` (the user's token), while the tokens inside
 /// keep the macro's own spans. The compiler reports a bound on the expression at `span`, so the
 /// error underlines what the user wrote, and our local variables still resolve hygienically.

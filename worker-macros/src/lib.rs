@@ -10,7 +10,7 @@
 
 mod attr;
 mod codegen;
-mod crate_type;
+mod compiled_crate;
 mod errors;
 mod handler;
 mod init;
@@ -93,6 +93,8 @@ use proc_macro::TokenStream;
 ///   (default 10 ms; `"500us"`, `"1s"`).
 /// - `refresh_worker`: every job asks RunPod for a fresh worker afterwards (`stopPod: true`).
 /// - `return_aggregate_stream`: a streaming handler's final output lists every item it sent.
+/// - `schema`: the input type must derive `worker::JsonSchema` (a compile error at the type
+///   otherwise), so the contract that `--schema` and `/openapi.json` show is never `{}`.
 /// - `main = false`: generate `fn worker_main() -> std::process::ExitCode` (with the handler's
 ///   visibility) instead of `fn main`, for a crate that has its own `main` or puts the handler
 ///   outside the crate root. Call `worker_main()` from your `main`.

@@ -149,6 +149,15 @@ pub trait BatchHandler: Send + Sync + 'static {
 
     /// Start running `batch`; the outcome holds one entry per job, in order.
     fn call(&self, batch: Batch<Self::Input>) -> BatchInvocation;
+
+    /// Check one job's deserialized input (`raw` is its `input` as sent) before it joins a
+    /// batch: a job that fails here fails alone, with this failure, and the batch goes on
+    /// without it. The default accepts every input; `#[worker::handler(batch = …)]` checks
+    /// the input type's `#[garde(...)]` constraints here.
+    fn check_input(&self, input: &Self::Input, raw: &serde_json::Value) -> Result<(), Failure> {
+        let _ = (input, raw);
+        Ok(())
+    }
 }
 
 /// A [`BatchHandler`] from an async function `f(inputs, jobs) -> Result<Vec<T>, E>` that returns
@@ -311,7 +320,12 @@ impl<B: BatchHandler> fmt::Debug for Batched<B> {
 
 impl<B: BatchHandler> Handler for Batched<B> {
     fn call(&self, job: Job) -> Invocation {
-        let input = match deserialize_input::<B::Input>(&job) {
+        let input = match deserialize_input::<B::Input>(&job).and_then(|input| {
+            self.gather
+                .handler
+                .check_input(&input, job.input())
+                .map(|()| input)
+        }) {
             Ok(input) => input,
             Err(failure) => return Invocation::ready(Outcome::failed(failure)),
         };

@@ -269,6 +269,17 @@ where
     Failure::from_error(std::any::type_name::<E>(), &*boxed)
 }
 
+/// Deserialize the job's `input` into the handler's input type, then check it against the
+/// type's declared constraints ([`crate::constraints`]).
+pub(crate) fn deserialize_checked<I: DeserializeOwned>(
+    job: &Job,
+    check: crate::constraints::Check<I>,
+) -> Result<I, Failure> {
+    let input = deserialize_input::<I>(job)?;
+    check(&input, job.input())?;
+    Ok(input)
+}
+
 /// Deserialize the job's `input` into the handler's input type. The message names the JSON
 /// path of the problem (`input.prompt: invalid type: integer `5`, expected a string`).
 pub(crate) fn deserialize_input<I: DeserializeOwned>(job: &Job) -> Result<I, Failure> {
@@ -333,6 +344,33 @@ mod tests {
         assert_eq!(
             input_error::<Prompt>(json!(null)),
             "input: invalid type: null, expected struct Prompt"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_tags_list_the_accepted_ones() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            text: String,
+            explain: Option<bool>,
+            steps: Option<u32>,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        #[allow(dead_code)]
+        enum Shape {
+            Circle { r: f64 },
+            Square { side: f64 },
+        }
+        assert_eq!(
+            input_error::<Strict>(json!({"txet": "a"})),
+            "input.txet: unknown field `txet`, expected one of `text`, `explain`, `steps`"
+        );
+        assert_eq!(
+            input_error::<Shape>(json!({"kind": "triangle"})),
+            "input.kind: unknown variant `triangle`, expected `circle` or `square`"
         );
     }
 

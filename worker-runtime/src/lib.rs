@@ -39,6 +39,7 @@
 mod batch;
 mod client;
 mod config;
+mod constraints;
 mod contract;
 mod control;
 #[cfg(feature = "download")]
@@ -100,6 +101,13 @@ pub use worker_macros::{handler, init};
 /// ```
 #[cfg(feature = "schema")]
 pub use schemars::{self, JsonSchema};
+
+/// garde, whose `#[garde(...)]` rules on an input type are checked before the handler runs
+/// (README, "The input contract"). Its derive names the crate `garde`, so a crate deriving
+/// `garde::Validate` depends on it itself, at the version this one uses (0.23):
+/// `garde = { version = "0.23", features = ["derive"] }`.
+#[cfg(feature = "validate")]
+pub use garde;
 
 /// JSON values, for handlers whose input or output is any JSON.
 pub use serde_json::{Value, json};

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::batch::{Batch, BatchHandler, BatchInvocation, Batched};
+pub use crate::constraints::{Check, levels as check_levels};
 pub use crate::contract::{Contract, PerItem, SchemaOf, Whole, levels as schema_levels};
 pub use crate::handler::{Handler, Invocation, Outcome};
 pub use crate::job::Job;
@@ -28,15 +29,48 @@ pub use serde_json;
 /// Compile-time check that the handler's input type can be deserialized.
 pub fn assert_input<T: DeserializeOwned>() {}
 
+/// `#[worker::handler(schema)]`: the input type describes itself in the contract.
+pub fn assert_schema<T: HasSchema>() {}
+
+/// A type whose JSON Schema the contract can show.
+#[cfg(feature = "schema")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no JSON Schema, and `#[worker::handler(schema)]` asks for one",
+    label = "add `#[derive(worker::JsonSchema)]` and `#[schemars(crate = \"worker::schemars\")]` to `{Self}`",
+    note = "or drop `schema` from the attribute: the contract then shows `{{}}` (any JSON) for this type"
+)]
+pub trait HasSchema {}
+#[cfg(feature = "schema")]
+impl<T: schemars::JsonSchema + ?Sized> HasSchema for T {}
+
+/// Without the `schema` feature no type has a schema.
+#[cfg(not(feature = "schema"))]
+#[diagnostic::on_unimplemented(
+    message = "`#[worker::handler(schema)]` needs the `schema` feature of the worker crate",
+    label = "`{Self}`'s schema is not built without it",
+    note = "turn it on in Cargo.toml (`worker-runtime`'s default features include it)"
+)]
+pub trait HasSchema {}
+
 /// Deserialize the job's input, naming the JSON path of a problem.
 pub fn deserialize_input<T: DeserializeOwned>(job: &Job) -> Result<T, Failure> {
     crate::handler::deserialize_input(job)
 }
 
-/// The hidden test of the test input(s) against the input type `T` (see the handler macro).
+/// Deserialize the job's input, then check it against the type's declared constraints.
+pub fn deserialize_checked<T: DeserializeOwned>(job: &Job, check: Check<T>) -> Result<T, Failure> {
+    crate::handler::deserialize_checked(job, check)
+}
+
+/// The hidden test of the test input(s) against the input type `T` and its constraints (see
+/// the handler macro).
 #[track_caller]
-pub fn check_test_inputs<T: DeserializeOwned>(manifest_dir: &str, embedded: Option<(&str, &str)>) {
-    crate::local::check_test_inputs::<T>(manifest_dir, embedded)
+pub fn check_test_inputs<T: DeserializeOwned>(
+    manifest_dir: &str,
+    embedded: Option<(&str, &str)>,
+    check: Check<T>,
+) {
+    crate::local::check_test_inputs::<T>(manifest_dir, embedded, check)
 }
 
 /// The outcome of a handler that produced `value`.

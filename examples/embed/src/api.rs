@@ -10,14 +10,19 @@ use crate::{DIMENSIONS, Embedder, Embedding, NAME};
 pub const MAX_TEXTS: usize = 256;
 
 /// A job's input: one text (`text`) or a list of them (`texts`, at most 256).
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+///
+/// `garde::Validate`: the worker checks the list's length before the job joins a batch (and
+/// the schema shows it); `texts()` checks what a rule cannot say (one of the two fields).
+#[derive(Debug, Deserialize, schemars::JsonSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     /// One text to embed.
     #[serde(default)]
+    #[garde(skip)]
     text: Option<String>,
     /// Several texts to embed, in order.
     #[serde(default)]
+    #[garde(length(min = 1, max = MAX_TEXTS))]
     texts: Option<Vec<String>>,
 }
 

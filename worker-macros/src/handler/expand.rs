@@ -7,7 +7,9 @@ use syn::{Ident, LitInt, LitStr, ReturnType};
 
 use super::parse::{Handler, Options, ParamKind};
 use super::validate::Roles;
-use crate::codegen::{INIT_ALIAS, call_at, failure_of, kind_imports, parens_at, value_span};
+use crate::codegen::{
+    INIT_ALIAS, call_at, failure_of, hygienic_locals, kind_imports, parens_at, value_span,
+};
 
 /// The user's function unchanged, the glob import of the init fallback, and the entry point.
 pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) -> TokenStream {
@@ -68,8 +70,15 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     // A batch handler's `Vec<T>` holds one job's input `T` per job: `T` is deserialized.
     let job_input_ty = roles.batch.as_ref().map_or(input_ty, |b| b.element);
     let mut input_check = quote!(#private::assert_input::<#job_input_ty>(););
+    // `schema`: the input type must describe itself (not `{}`), checked at the type.
+    if options.schema.is_some() {
+        input_check = quote!(#input_check #private::assert_schema::<#job_input_ty>(););
+    }
     // A parameter taken for the job context or the stream by its name must be the runtime's
     // type: a user's own `Job` gets a message saying how to take it as the input instead.
+    // How one job's input is checked against its declared constraints, chosen by autoref now
+    // that the type is concrete.
+    let check_of_input = check_of(job_input_ty, &private);
     for param in &handler.params {
         if let Some(ty) = super::parse::context_type(param) {
             let check = match param.kind {
@@ -79,7 +88,9 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             input_check = quote!(#input_check #private::#check::<#ty>(););
         }
     }
-    let deserialize = quote!(#private::deserialize_input::<#input_ty>(&__worker_job));
+    let deserialize = quote!(
+        #private::deserialize_checked::<#input_ty>(&__worker_job, #check_of_input)
+    );
 
     // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check
     // names the module's init at the state type so a failure underlines it.
@@ -235,6 +246,14 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
                 impl #private::BatchHandler for #adapter {
                     type Input = #element;
 
+                    fn check_input(
+                        &self,
+                        __worker_input: &#element,
+                        __worker_raw: &#private::serde_json::Value,
+                    ) -> ::core::result::Result<(), #private::Failure> {
+                        (#check_of_input)(__worker_input, __worker_raw)
+                    }
+
                     // The value checks wrap user-located expressions in `{ … }`.
                     #[allow(unused_braces)]
                     fn call(
@@ -318,10 +337,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     // says the rule in words, listed first.
     let one_per_module = Ident::new("one_worker_handler_per_module", Span::call_site());
 
-    quote! {
-        #deny
-        #item
-
+    let generated = hygienic_locals(quote! {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
         enum #one_per_module {}
@@ -340,6 +356,11 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             #state_check
             #private::main::<#init, _>(#settings, #make_handler)
         }
+    });
+    quote! {
+        #deny
+        #item
+        #generated
     }
 }
 
@@ -399,6 +420,7 @@ fn test_of_inputs(
     private: &TokenStream,
 ) -> TokenStream {
     let input_ty = roles.batch.as_ref().map_or(&roles.input.ty, |b| b.element);
+    let check = check_of(input_ty, private);
     let embedded = match &options.test_input {
         Some((path, span)) => {
             let path = LitStr::new(path, *span);
@@ -421,9 +443,23 @@ fn test_of_inputs(
         #[cfg(test)]
         #[test]
         fn #name() {
-            #private::check_test_inputs::<#input_ty>(::core::env!("CARGO_MANIFEST_DIR"), #embedded);
+            #private::check_test_inputs::<#input_ty>(
+                ::core::env!("CARGO_MANIFEST_DIR"),
+                #embedded,
+                #check,
+            );
         }
     }
+}
+
+/// `fn(&T, &Value) -> Result<(), Failure>`: garde's check when `T` derives `garde::Validate`,
+/// a no-op otherwise (see `worker::__private::check_levels`).
+fn check_of(ty: &syn::Type, private: &TokenStream) -> TokenStream {
+    quote! {{
+        #[allow(unused_imports)]
+        use #private::check_levels::{GardeChecks as _, NoChecks as _};
+        (&&#private::check_levels::ChecksOf::<#ty>::new()).__worker_check()
+    }}
 }
 
 /// Whether a type mentions `impl Trait` anywhere (it cannot be named in a turbofish).
@@ -452,7 +488,9 @@ pub(crate) fn fallback(options: &Options, name: Option<&Ident>, method: bool) ->
             use #krate::__private::fallback::*;
         }
     };
-    let entry = if options.main { "main" } else { "worker_main" };
+    // Beside the user's own `fn main` a generated one would only add "defined multiple times".
+    let main = options.main && !crate::compiled_crate::root_has_own_main();
+    let entry = if main { "main" } else { "worker_main" };
     if name.is_some_and(|n| n == entry) {
         return fallback_imports;
     }

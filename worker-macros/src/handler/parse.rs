@@ -17,6 +17,7 @@ pub(crate) const ARGS: &[(&str, Kind)] = &[
     ("main", Kind::Bool),
     ("refresh_worker", Kind::Flag),
     ("return_aggregate_stream", Kind::Flag),
+    ("schema", Kind::Flag),
     ("test_input", Kind::Str("test_input.json")),
     ("flavor", Kind::Str("current_thread")),
     ("crate", Kind::Str("my_worker")),
@@ -36,6 +37,8 @@ pub(crate) struct Options {
     pub(crate) refresh_worker: bool,
     /// `return_aggregate_stream`: a streaming job's final output is every item.
     pub(crate) aggregate_stream: Option<Span>,
+    /// `schema`: the input type must derive `JsonSchema` (a compile error at it otherwise).
+    pub(crate) schema: Option<Span>,
     /// Generate `fn main` (true) or `fn worker_main` (false).
     pub(crate) main: bool,
     pub(crate) test_input: Option<(String, Span)>,
@@ -53,6 +56,7 @@ impl Default for Options {
             batch_wait: None,
             refresh_worker: false,
             aggregate_stream: None,
+            schema: None,
             main: true,
             test_input: None,
             flavor: None,
@@ -127,6 +131,9 @@ pub(crate) fn options(attr: TokenStream, errors: &mut Errors) -> Options {
     }
     if let Some(Value::Bool(true)) = args.get("return_aggregate_stream") {
         options.aggregate_stream = Some(args.span_of("return_aggregate_stream"));
+    }
+    if let Some(Value::Bool(true)) = args.get("schema") {
+        options.schema = Some(args.span_of("schema"));
     }
     if let Some(Value::Bool(b)) = args.get("main") {
         options.main = *b;

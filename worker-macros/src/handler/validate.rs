@@ -70,7 +70,7 @@ pub(crate) fn validate<'a>(
         ));
     }
 
-    if options.main && crate::crate_type::is_library() {
+    if options.main && crate::compiled_crate::is_library() {
         errors.push(syn::Error::new(
             proc_macro2::Span::call_site(),
             "`#[worker::handler]` generates `fn main`, which a library never runs: put the \
@@ -355,6 +355,16 @@ pub(crate) fn validate<'a>(
                 ),
             )),
         }
+    }
+    // Last, and only for an otherwise sound handler: a method or a bad signature says its own
+    // problem first, and a test file's `fn main` beside it is not the mistake.
+    if errors.is_empty() && options.main && crate::compiled_crate::root_has_own_main() {
+        errors.push(syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "this crate has its own `fn main`, and `#[worker::handler]` generates one: remove \
+             yours, or write `#[worker::handler(main = false)]` and call the generated \
+             `worker_main()` from your `main`",
+        ));
     }
     match (inputs.first(), errors.is_empty()) {
         (Some(input), true) => Some(Roles {

@@ -5,7 +5,9 @@ use quote::{quote, quote_spanned};
 use syn::{Ident, ReturnType};
 
 use super::parse::{Init, Options};
-use crate::codegen::{INIT_ALIAS, call_at, failure_of, kind_imports, parens_at, value_span};
+use crate::codegen::{
+    INIT_ALIAS, call_at, failure_of, hygienic_locals, kind_imports, parens_at, value_span,
+};
 
 /// The user's function unchanged, then its provider, which the module's handler finds by the
 /// name [`INIT_ALIAS`].
@@ -54,7 +56,7 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
         let no_args = parens_at(quote!(), name.span());
         quote!(#name #no_args)
     };
-    let run = if sig.asyncness.is_some() {
+    let run = hygienic_locals(if sig.asyncness.is_some() {
         let assert_send = quote_spanned!(name.span()=> assert_send);
         let future = parens_at(call, name.span());
         quote! {
@@ -70,7 +72,7 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
                 #convert
             })
         }
-    };
+    });
 
     // An init is only ever run by the module's handler: without one it would compile and do
     // nothing. The handler's glob import brings this name; without it the error is at `load`.
