@@ -140,6 +140,50 @@ fn python_jsonschema_accepts_the_test_input_and_rejects_a_bad_one() {
     );
 }
 
+/// `--hub-tests` writes the Hub's `.runpod/tests.json` from the built-in test input, in the
+/// working directory, without running init; a second run keeps the user's `config`.
+#[test]
+fn hub_tests_come_from_the_test_input() {
+    let dir = std::env::temp_dir().join(format!("hub-tests-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = || {
+        let out = Command::new(support::example("model"))
+            .arg("--hub-tests")
+            .current_dir(&dir)
+            .env_remove("RUNPOD_WEBHOOK_GET_JOB")
+            .output()
+            .expect("the example runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run();
+    assert!(stderr.contains("wrote 1 test(s) to"), "{stderr}");
+    assert!(stderr.contains("the Hub also needs `config`"), "{stderr}");
+    assert!(!stderr.contains("lexicon"), "init must not run: {stderr}");
+    let file = dir.join(".runpod/tests.json");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let test_input: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/model/test_input.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["tests"][0]["name"], "classify", "{written:#}");
+    assert_eq!(written["tests"][0]["input"], test_input["input"]);
+    assert!(written["tests"][0]["timeout"].as_u64().unwrap() > 0);
+
+    let mut edited = written.clone();
+    edited["config"] = json!({"gpuCount": 1, "env": []});
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let stderr = run();
+    assert!(!stderr.contains("needs `config`"), "{stderr}");
+    let again: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(again, edited);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The `model` example serving `--rp_serve_api` on a free port, killed on drop.
 struct LocalApi {
     child: std::process::Child,

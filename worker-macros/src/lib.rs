@@ -93,8 +93,9 @@ use proc_macro::TokenStream;
 ///   (default 10 ms; `"500us"`, `"1s"`).
 /// - `refresh_worker`: every job asks RunPod for a fresh worker afterwards (`stopPod: true`).
 /// - `return_aggregate_stream`: a streaming handler's final output lists every item it sent.
-/// - `schema`: the input type must derive `worker::JsonSchema` (a compile error at the type
-///   otherwise), so the contract that `--schema` and `/openapi.json` show is never `{}`.
+/// - `schema`: the input and output types (a stream's item; the `T` of `Result<T, E>`) must
+///   derive `worker::JsonSchema` (a compile error at the type otherwise), so the contract that
+///   `--schema` and `/openapi.json` show is never `{}`.
 /// - `main = false`: generate `fn worker_main() -> std::process::ExitCode` (with the handler's
 ///   visibility) instead of `fn main`, for a crate that has its own `main` or puts the handler
 ///   outside the crate root. Call `worker_main()` from your `main`.

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::handler::{Handler, Invocation, Outcome, deserialize_input, failure_of_error};
+use crate::handler::{Handler, Invocation, Outcome, deserialize_described, failure_of_error};
 use crate::job::Job;
 use crate::report::{self, Failure};
 
@@ -157,6 +157,13 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn check_input(&self, input: &Self::Input, raw: &serde_json::Value) -> Result<(), Failure> {
         let _ = (input, raw);
         Ok(())
+    }
+
+    /// The JSON Schema of one job's input, if there is one: a job whose input does not
+    /// deserialize is then told what a missing field is. `#[worker::handler(batch = …)]`
+    /// gives the input type's, when it derives `JsonSchema`.
+    fn input_schema(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 
@@ -320,12 +327,10 @@ impl<B: BatchHandler> fmt::Debug for Batched<B> {
 
 impl<B: BatchHandler> Handler for Batched<B> {
     fn call(&self, job: Job) -> Invocation {
-        let input = match deserialize_input::<B::Input>(&job).and_then(|input| {
-            self.gather
-                .handler
-                .check_input(&input, job.input())
-                .map(|()| input)
-        }) {
+        let handler = &self.gather.handler;
+        let input = match deserialize_described::<B::Input>(&job, || handler.input_schema())
+            .and_then(|input| handler.check_input(&input, job.input()).map(|()| input))
+        {
             Ok(input) => input,
             Err(failure) => return Invocation::ready(Outcome::failed(failure)),
         };

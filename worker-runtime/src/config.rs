@@ -45,6 +45,11 @@ pub(crate) struct Args {
     /// and exit, without running init.
     #[arg(long = "schema")]
     pub(crate) schema: bool,
+
+    /// Write the RunPod Hub's .runpod/tests.json from the test input(s) (--test_input,
+    /// ./test_input.json or the built-in one) and exit, without running init.
+    #[arg(long = "hub-tests")]
+    pub(crate) hub_tests: bool,
 }
 
 /// The flags the worker reads, and whether each takes a value.
@@ -56,6 +61,7 @@ const FLAGS: &[(&str, bool)] = &[
     ("--rp_api_port", true),
     ("--rp_api_concurrency", true),
     ("--schema", false),
+    ("--hub-tests", false),
     ("--help", false),
     ("-h", false),
 ];

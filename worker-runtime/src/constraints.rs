@@ -281,7 +281,7 @@ mod tests {
             "j",
             json!({"prompt": "", "steps": 400, "tags": ["ok", "toolong"]}),
         );
-        let failure = crate::handler::deserialize_checked::<Prompt>(&job, check)
+        let failure = crate::handler::deserialize_checked::<Prompt>(&job, check, || None)
             .err()
             .expect("three violations");
         assert_eq!(failure.error_type(), "InvalidInput");
@@ -294,7 +294,7 @@ mod tests {
             assert!(message.contains(part), "{part} in {message}");
         }
         let fine = crate::Job::new("j", json!({"prompt": "a", "steps": 1, "tags": []}));
-        assert!(crate::handler::deserialize_checked::<Prompt>(&fine, check).is_ok());
+        assert!(crate::handler::deserialize_checked::<Prompt>(&fine, check, || None).is_ok());
     }
 
     #[test]
@@ -304,7 +304,7 @@ mod tests {
         use super::levels::{ChecksOf, GardeChecks as _, NoChecks as _};
         let check = (&&ChecksOf::<Plain>::new()).__worker_check();
         let job = crate::Job::new("j", json!({"steps": 400}));
-        assert!(crate::handler::deserialize_checked::<Plain>(&job, check).is_ok());
+        assert!(crate::handler::deserialize_checked::<Plain>(&job, check, || None).is_ok());
     }
 
     #[test]

@@ -159,6 +159,97 @@ pub(crate) fn schema_of<T: schemars::JsonSchema + ?Sized>() -> Value {
         .to_value()
 }
 
+/// One step of a JSON path into a job's input.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Step {
+    Key(String),
+    Index,
+}
+
+/// What a missing field is, from the input's schema: `a string: The text to score.` for the
+/// field `text` of the object at `at`. `None` where the schema does not say.
+pub(crate) fn describe_field(schema: &Value, at: &[Step], field: &str) -> Option<String> {
+    let mut here = resolve(schema, schema)?;
+    for step in at {
+        here = match step {
+            Step::Key(key) => resolve(schema, properties(schema, here)?.get(key)?)?,
+            Step::Index => resolve(schema, here.get("items")?)?,
+        };
+    }
+    let field = resolve(schema, properties(schema, here)?.get(field)?)?;
+    let what = kind(field)?;
+    Some(match field.get("description").and_then(Value::as_str) {
+        Some(description) => {
+            let first = description.split("\n\n").next().unwrap_or(description);
+            format!("{what}: {}", first.replace('\n', " "))
+        }
+        None => what,
+    })
+}
+
+/// An object's `properties`, also through `allOf` (flattened structs) and an `Option`'s
+/// non-null branch.
+fn properties<'s>(
+    root: &'s Value,
+    schema: &'s Value,
+) -> Option<&'s serde_json::Map<String, Value>> {
+    if let Some(map) = schema.get("properties").and_then(Value::as_object) {
+        return Some(map);
+    }
+    ["allOf", "anyOf", "oneOf"]
+        .iter()
+        .filter_map(|key| schema.get(*key)?.as_array())
+        .flatten()
+        .find_map(|branch| properties(root, resolve(root, branch)?))
+}
+
+/// Follow a local `$ref` (`#/$defs/Name`).
+fn resolve<'s>(root: &'s Value, schema: &'s Value) -> Option<&'s Value> {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let pointer = reference.strip_prefix('#')?;
+            root.pointer(pointer)
+        }
+        None => Some(schema),
+    }
+}
+
+/// `a string`, `an integer`, `a list`, `one of "a", "b"`, `a `Name``.
+fn kind(schema: &Value) -> Option<String> {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        let values: Vec<String> = values.iter().map(Value::to_string).collect();
+        return Some(format!("one of {}", values.join(", ")));
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(one)) => vec![one.as_str()],
+        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let named = |ty: &str| match ty {
+        "string" => Some("a string"),
+        "integer" => Some("an integer"),
+        "number" => Some("a number"),
+        "boolean" => Some("a boolean"),
+        "array" => Some("a list"),
+        "object" => Some("an object"),
+        _ => None,
+    };
+    let words: Vec<&str> = types
+        .into_iter()
+        .filter(|t| *t != "null")
+        .filter_map(named)
+        .collect();
+    match (
+        words.as_slice(),
+        schema.get("title").and_then(Value::as_str),
+    ) {
+        ([_], Some(title)) => Some(format!("`{title}`, {}", words[0])),
+        ([one], None) => Some((*one).to_owned()),
+        ([], Some(title)) => Some(format!("`{title}`")),
+        _ => None,
+    }
+}
+
 #[cfg(all(test, feature = "schema"))]
 // `&&&&` is the lookup: each level is one reference fewer.
 #[allow(clippy::needless_borrow)]

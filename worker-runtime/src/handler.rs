@@ -274,8 +274,9 @@ where
 pub(crate) fn deserialize_checked<I: DeserializeOwned>(
     job: &Job,
     check: crate::constraints::Check<I>,
+    schema: fn() -> Option<serde_json::Value>,
 ) -> Result<I, Failure> {
-    let input = deserialize_input::<I>(job)?;
+    let input = deserialize_described::<I>(job, schema)?;
     check(&input, job.input())?;
     Ok(input)
 }
@@ -283,7 +284,18 @@ pub(crate) fn deserialize_checked<I: DeserializeOwned>(
 /// Deserialize the job's `input` into the handler's input type. The message names the JSON
 /// path of the problem (`input.prompt: invalid type: integer `5`, expected a string`).
 pub(crate) fn deserialize_input<I: DeserializeOwned>(job: &Job) -> Result<I, Failure> {
+    deserialize_described(job, || None)
+}
+
+/// [`deserialize_input`], where the input type's JSON Schema (from `schema`, computed only on
+/// failure) says what a missing field is: ``input: missing field `text` (a string: The text
+/// to score.)``.
+pub(crate) fn deserialize_described<I: DeserializeOwned>(
+    job: &Job,
+    schema: impl FnOnce() -> Option<serde_json::Value>,
+) -> Result<I, Failure> {
     serde_path_to_error::deserialize::<_, I>(job.input()).map_err(|e| {
+        let hint = missing_field_hint(&e, schema);
         let path = e.path().to_string();
         let location = if path == "." {
             "input".to_owned()
@@ -294,12 +306,37 @@ pub(crate) fn deserialize_input<I: DeserializeOwned>(job: &Job) -> Result<I, Fai
         };
         // A huge value quoted in the message is cut: the report must stay small.
         let message = report::shorten_quoted(&format!("{location}: {}", e.into_inner()));
+        let message = match hint {
+            Some(hint) => format!("{message} ({hint})"),
+            None => message,
+        };
         let traceback = format!(
             "InvalidInput: {message}\n\nThe job's input does not match the handler's input type `{}`.",
             std::any::type_name::<I>()
         );
         Failure::new("InvalidInput", message).with_traceback(traceback)
     })
+}
+
+/// For serde's "missing field `x`": what `x` is, from the schema at the error's path.
+fn missing_field_hint(
+    error: &serde_path_to_error::Error<serde_json::Error>,
+    schema: impl FnOnce() -> Option<serde_json::Value>,
+) -> Option<String> {
+    use crate::contract::{Step, describe_field};
+    use serde_path_to_error::Segment;
+    let message = error.inner().to_string();
+    let field = message.strip_prefix("missing field `")?.split('`').next()?;
+    let steps = error
+        .path()
+        .iter()
+        .map(|segment| match segment {
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            Segment::Seq { .. } => Some(Step::Index),
+            _ => None,
+        })
+        .collect::<Option<Vec<Step>>>()?;
+    describe_field(&schema()?, &steps, field)
 }
 
 #[cfg(test)]
@@ -344,6 +381,60 @@ mod tests {
         assert_eq!(
             input_error::<Prompt>(json!(null)),
             "input: invalid type: null, expected struct Prompt"
+        );
+    }
+
+    #[cfg(feature = "schema")]
+    #[test]
+    fn a_missing_field_is_named_with_what_it_is() {
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct Options {
+            /// Sampling temperature.
+            temperature: f32,
+            mode: Mode,
+        }
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
+        #[serde(rename_all = "lowercase")]
+        enum Mode {
+            Fast,
+            Exact,
+        }
+        /// A prompt.
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct Request {
+            /// The text to complete.
+            ///
+            /// Longer notes after a blank line are left out.
+            prompt: String,
+            options: Option<Options>,
+            items: Vec<Options>,
+        }
+        let schema = || Some(crate::contract::schema_of::<Request>());
+        let message = |input: serde_json::Value| {
+            deserialize_described::<Request>(&Job::new("j", input), schema)
+                .err()
+                .unwrap()
+                .message()
+                .to_owned()
+        };
+        assert_eq!(
+            message(json!({"items": []})),
+            "input: missing field `prompt` (a string: The text to complete.)"
+        );
+        assert_eq!(
+            message(json!({"prompt": "p", "options": {"mode": "fast"}, "items": []})),
+            "input.options: missing field `temperature` (a number: Sampling temperature.)"
+        );
+        assert_eq!(
+            message(json!({"prompt": "p", "items": [{"temperature": 1.0}]})),
+            "input.items[0]: missing field `mode` (one of \"fast\", \"exact\")"
+        );
+        // Without a schema, serde's words alone.
+        assert_eq!(
+            input_error::<Request>(json!({"items": []})),
+            "input: missing field `prompt`"
         );
     }
 

@@ -49,6 +49,7 @@ mod final_body;
 mod finite;
 mod handler;
 mod heartbeat;
+mod hub;
 mod init_gate;
 mod job;
 mod job_log;

@@ -53,13 +53,15 @@ pub(crate) fn read_test_jobs(
 
 /// The hidden `#[test]` the handler macro emits: every job of the embedded test input (and of
 /// `./test_input.json` in the crate, if there is one) deserializes into the handler's input
-/// type `T` and meets its declared constraints (`check`), so a test input that drifted from the type fails `cargo test`, not a deployment.
+/// type `T` and meets its declared constraints (`check`), so a test input that drifted from
+/// the type fails `cargo test`, not a deployment.
 /// Panics with the job's own failure message (its JSON path) otherwise.
 #[track_caller]
 pub(crate) fn check_test_inputs<T: serde::de::DeserializeOwned>(
     manifest_dir: &str,
     embedded: Option<(&str, &str)>,
     check: crate::constraints::Check<T>,
+    schema: fn() -> Option<Value>,
 ) {
     let mut sources = Vec::new();
     if let Some((path, contents)) = embedded {
@@ -78,7 +80,7 @@ pub(crate) fn check_test_inputs<T: serde::de::DeserializeOwned>(
             Err(e) => panic!("{e}"),
         };
         for (i, job) in jobs.iter().enumerate() {
-            if let Err(failure) = crate::handler::deserialize_checked::<T>(job, check) {
+            if let Err(failure) = crate::handler::deserialize_checked::<T>(job, check, schema) {
                 let which = if jobs.len() > 1 {
                     format!("{source}[{i}]")
                 } else {
@@ -309,7 +311,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("no-crate-{}", std::process::id()));
         let dir = dir.to_str().unwrap().to_owned();
         std::panic::catch_unwind(|| {
-            check_test_inputs::<Prompt>(&dir, Some(embedded), crate::constraints::unchecked)
+            check_test_inputs::<Prompt>(&dir, Some(embedded), crate::constraints::unchecked, || {
+                None
+            })
         })
         .err()
         .map(|p| p.downcast_ref::<String>().cloned().unwrap_or_default())

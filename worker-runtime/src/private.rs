@@ -29,7 +29,8 @@ pub use serde_json;
 /// Compile-time check that the handler's input type can be deserialized.
 pub fn assert_input<T: DeserializeOwned>() {}
 
-/// `#[worker::handler(schema)]`: the input type describes itself in the contract.
+/// `#[worker::handler(schema)]`: the input and output types describe themselves in the
+/// contract.
 pub fn assert_schema<T: HasSchema>() {}
 
 /// A type whose JSON Schema the contract can show.
@@ -58,8 +59,14 @@ pub fn deserialize_input<T: DeserializeOwned>(job: &Job) -> Result<T, Failure> {
 }
 
 /// Deserialize the job's input, then check it against the type's declared constraints.
-pub fn deserialize_checked<T: DeserializeOwned>(job: &Job, check: Check<T>) -> Result<T, Failure> {
-    crate::handler::deserialize_checked(job, check)
+/// A missing field's message says what the field is, from `schema` (the input's JSON Schema,
+/// or `None`).
+pub fn deserialize_checked<T: DeserializeOwned>(
+    job: &Job,
+    check: Check<T>,
+    schema: fn() -> Option<serde_json::Value>,
+) -> Result<T, Failure> {
+    crate::handler::deserialize_checked(job, check, schema)
 }
 
 /// The hidden test of the test input(s) against the input type `T` and its constraints (see
@@ -69,8 +76,9 @@ pub fn check_test_inputs<T: DeserializeOwned>(
     manifest_dir: &str,
     embedded: Option<(&str, &str)>,
     check: Check<T>,
+    schema: fn() -> Option<serde_json::Value>,
 ) {
-    crate::local::check_test_inputs::<T>(manifest_dir, embedded, check)
+    crate::local::check_test_inputs::<T>(manifest_dir, embedded, check, schema)
 }
 
 /// The outcome of a handler that produced `value`.

@@ -350,6 +350,9 @@ impl<H: Handler> Worker<H> {
                 false => Err(Error::new(ErrorKind::Runtime, "could not write the schema")),
             };
         }
+        if args.hub_tests {
+            return write_hub_tests(&self.settings, args.test_input);
+        }
         let started = Started::new(args, self.platform, self.limits)?;
         started
             .go(self.source, self.settings, SecondSignal::EndGrace)
@@ -371,8 +374,8 @@ fn exit_code(result: Result<(), Error>) -> ExitCode {
 
 /// The command-line arguments the worker itself does not read (its flags are `--test_input`,
 /// `--rp_log_level`, `--rp_serve_api`, `--rp_api_host`, `--rp_api_port`,
-/// `--rp_api_concurrency`, `--schema`), in order, for the user's own code: the worker ignores them with a
-/// warning instead of exiting. Empty before the worker started.
+/// `--rp_api_concurrency`, `--schema`, `--hub-tests`), in order, for the user's own code: the
+/// worker ignores them with a warning instead of exiting. Empty before the worker started.
 ///
 /// ```no_run
 /// #[worker::handler]
@@ -744,6 +747,9 @@ pub fn main<I: InitProvider, H: Handler>(
             false => ExitCode::FAILURE,
         };
     }
+    if args.hub_tests {
+        return exit_code(write_hub_tests(&settings, args.test_input));
+    }
     let builder = if settings.current_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -791,6 +797,35 @@ fn print_contract(settings: &Settings) -> bool {
         Err(e) => {
             eprintln!("error: could not write the schema: {e}");
             false
+        }
+    }
+}
+
+/// `--hub-tests`: `.runpod/tests.json` in the working directory, from the test inputs; what
+/// was written (and what the Hub still needs) on stderr.
+fn write_hub_tests(settings: &Settings, test_input: Option<String>) -> Result<(), Error> {
+    let dir = std::env::current_dir().map_err(|e| {
+        Error::new(ErrorKind::TestInput, format!("no working directory: {e}")).with_source(e)
+    })?;
+    match crate::hub::write_hub_tests(&dir, test_input, settings.test_input, settings.name) {
+        Ok(written) => {
+            eprintln!(
+                "wrote {} test(s) to {}",
+                written.tests,
+                written.path.display()
+            );
+            if written.needs_config {
+                eprintln!(
+                    "note: the Hub also needs `config` in that file (gpuTypeId, gpuCount, env, \
+                     allowedCudaVersions: the machine the tests run on); --hub-tests keeps it \
+                     once you add it"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(e)
         }
     }
 }

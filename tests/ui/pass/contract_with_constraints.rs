@@ -11,9 +11,15 @@ mod single {
         pub steps: u32,
     }
 
+    #[derive(serde::Serialize, worker::JsonSchema)]
+    #[schemars(crate = "worker::schemars")]
+    pub struct Reply {
+        pub text: String,
+    }
+
     #[worker::handler(schema, main = false)]
-    pub fn generate(input: Prompt) -> String {
-        input.text
+    pub fn generate(input: Prompt) -> anyhow::Result<Reply> {
+        Ok(Reply { text: input.text })
     }
 }
 

@@ -70,9 +70,13 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     // A batch handler's `Vec<T>` holds one job's input `T` per job: `T` is deserialized.
     let job_input_ty = roles.batch.as_ref().map_or(input_ty, |b| b.element);
     let mut input_check = quote!(#private::assert_input::<#job_input_ty>(););
-    // `schema`: the input type must describe itself (not `{}`), checked at the type.
+    // `schema`: the input and output types must describe themselves (not `{}`), checked at
+    // each type.
     if options.schema.is_some() {
         input_check = quote!(#input_check #private::assert_schema::<#job_input_ty>(););
+        if let Some(output) = output_type(handler, roles) {
+            input_check = quote!(#input_check #private::assert_schema::<#output>(););
+        }
     }
     // A parameter taken for the job context or the stream by its name must be the runtime's
     // type: a user's own `Job` gets a message saying how to take it as the input instead.
@@ -88,8 +92,9 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             input_check = quote!(#input_check #private::#check::<#ty>(););
         }
     }
+    let schema_of_input = schema_fn(job_input_ty, &private);
     let deserialize = quote!(
-        #private::deserialize_checked::<#input_ty>(&__worker_job, #check_of_input)
+        #private::deserialize_checked::<#input_ty>(&__worker_job, #check_of_input, #schema_of_input)
     );
 
     // The state: a `&'static T` field, checked against what `#[worker::init]` returns. The check
@@ -252,6 +257,10 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
                         __worker_raw: &#private::serde_json::Value,
                     ) -> ::core::result::Result<(), #private::Failure> {
                         (#check_of_input)(__worker_input, __worker_raw)
+                    }
+
+                    fn input_schema(&self) -> ::core::option::Option<#private::serde_json::Value> {
+                        (#schema_of_input)()
                     }
 
                     // The value checks wrap user-located expressions in `{ … }`.
@@ -421,6 +430,7 @@ fn test_of_inputs(
 ) -> TokenStream {
     let input_ty = roles.batch.as_ref().map_or(&roles.input.ty, |b| b.element);
     let check = check_of(input_ty, private);
+    let schema = schema_fn(input_ty, private);
     let embedded = match &options.test_input {
         Some((path, span)) => {
             let path = LitStr::new(path, *span);
@@ -447,7 +457,56 @@ fn test_of_inputs(
                 ::core::env!("CARGO_MANIFEST_DIR"),
                 #embedded,
                 #check,
+                #schema,
             );
+        }
+    }
+}
+
+/// The type one job's output is, as written, for `schema`'s check: a stream's item, the `T` of a
+/// `Result<T, E>` (by its last segment's name, as `anyhow::Result<T>`), or the returned type.
+/// `None` where it cannot be named (`()`, `-> impl …`) or is a batch's (its contract comes
+/// from the autoref lookup alone).
+fn output_type<'h>(handler: &'h Handler, roles: &Roles<'h>) -> Option<&'h syn::Type> {
+    if roles.batch.is_some() {
+        return None;
+    }
+    if let Some(item) = handler.params.iter().find_map(|p| match p.kind {
+        ParamKind::Stream { .. } => super::parse::stream_item(&p.ty),
+        _ => None,
+    }) {
+        return Some(item);
+    }
+    let ReturnType::Type(_, ty) = &handler.item.sig.output else {
+        return None;
+    };
+    if names_impl_trait(ty) {
+        return None;
+    }
+    if let syn::Type::Path(path) = &**ty
+        && let Some(last) = path.path.segments.last()
+        && last.ident == "Result"
+        && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(syn::GenericArgument::Type(ok)) = args.args.first()
+    {
+        return Some(ok);
+    }
+    match &**ty {
+        syn::Type::Tuple(unit) if unit.elems.is_empty() => None,
+        ty => Some(ty),
+    }
+}
+
+/// `|| Option<Value>`: `T`'s JSON Schema when it derives `JsonSchema` (for the message about a
+/// missing field), computed only when called.
+fn schema_fn(ty: &syn::Type, private: &TokenStream) -> TokenStream {
+    quote! {
+        || {
+            #[allow(unused_imports)]
+            use #private::schema_levels::{
+                NoSchema as _, SchemaOfOk as _, SchemaOfOkItems as _, SchemaOfType as _,
+            };
+            (&&&&#private::SchemaOf::<#ty>::new()).__worker_schema()
         }
     }
 }
