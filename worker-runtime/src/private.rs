@@ -27,11 +27,11 @@ pub use serde_json;
 /* ---- input and output ---- */
 
 /// Compile-time check that the handler's input type can be deserialized.
-pub fn assert_input<T: DeserializeOwned>() {}
+pub fn input_deserializes<T: DeserializeOwned>() {}
 
 /// `#[worker::handler(schema)]`: the input and output types describe themselves in the
 /// contract.
-pub fn assert_schema<T: HasSchema>() {}
+pub fn type_has_json_schema<T: HasSchema>() {}
 
 /// A type whose JSON Schema the contract can show.
 #[cfg(feature = "schema")]
@@ -87,7 +87,7 @@ pub fn output<T: Serialize>(value: T) -> Outcome {
 }
 
 /// The outcome of a streaming handler that finished: its items were the output.
-pub fn stream_end<T: StreamEnd>(_: T) -> Outcome {
+pub fn stream_returns_nothing<T: StreamEnd>(_: T) -> Outcome {
     Outcome::output(&())
 }
 
@@ -109,7 +109,7 @@ impl<T> BatchOutputs for Vec<T> {
 }
 
 /// A batch handler's outputs, one per job.
-pub fn batch_outputs<B: BatchOutputs>(outputs: B) -> Vec<B::Item> {
+pub fn one_output_per_input<B: BatchOutputs>(outputs: B) -> Vec<B::Item> {
     outputs.into_outputs()
 }
 
@@ -123,7 +123,7 @@ pub trait StreamEnd {}
 impl StreamEnd for () {}
 
 /// Compile-time check that an async handler's future can move between threads.
-pub fn assert_send<F: Future + Send>(future: F) -> F {
+pub fn future_is_send<F: Future + Send>(future: F) -> F {
     future
 }
 
@@ -309,8 +309,8 @@ impl JobContext for Job {}
 pub trait StreamContext {}
 impl<T> StreamContext for StreamSender<T> {}
 
-pub fn assert_job_context<T: JobContext>() {}
-pub fn assert_stream_sender<T: StreamContext>() {}
+pub fn job_parameter_is_worker_job<T: JobContext>() {}
+pub fn stream_parameter_is_worker_stream_sender<T: StreamContext>() {}
 
 /* ---- concurrency ---- */
 
@@ -405,7 +405,7 @@ impl<S> InitReturn<S> for S {}
 impl<S, E> InitReturn<S> for Result<S, E> {}
 
 /// Compile-time check that the module's init function provides the state `S`.
-pub fn assert_state<I: ProvidesState<S>, S>() {}
+pub fn state_matches_the_init<I: ProvidesState<S>, S>() {}
 
 /// Run a sync init function on a blocking thread (it may block, or start its own runtime).
 pub fn init_blocking(init: impl FnOnce() -> Result<State, Failure> + Send + 'static) -> InitFuture {
@@ -430,7 +430,7 @@ pub fn init_async(
 }
 
 /// Box the state; the bounds are what the worker needs to share it between jobs.
-pub fn state_box<S: Send + Sync + 'static>(state: S) -> State {
+pub fn state_is_send_and_sync<S: Send + Sync + 'static>(state: S) -> State {
     Box::new(state)
 }
 

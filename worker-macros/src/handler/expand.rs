@@ -69,13 +69,13 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     let input_ty = &roles.input.ty;
     // A batch handler's `Vec<T>` holds one job's input `T` per job: `T` is deserialized.
     let job_input_ty = roles.batch.as_ref().map_or(input_ty, |b| b.element);
-    let mut input_check = quote!(#private::assert_input::<#job_input_ty>(););
+    let mut input_check = quote!(#private::input_deserializes::<#job_input_ty>(););
     // `schema`: the input and output types must describe themselves (not `{}`), checked at
     // each type.
     if options.schema.is_some() {
-        input_check = quote!(#input_check #private::assert_schema::<#job_input_ty>(););
+        input_check = quote!(#input_check #private::type_has_json_schema::<#job_input_ty>(););
         if let Some(output) = output_type(handler, roles) {
-            input_check = quote!(#input_check #private::assert_schema::<#output>(););
+            input_check = quote!(#input_check #private::type_has_json_schema::<#output>(););
         }
     }
     // A parameter taken for the job context or the stream by its name must be the runtime's
@@ -86,8 +86,10 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     for param in &handler.params {
         if let Some(ty) = super::parse::context_type(param) {
             let check = match param.kind {
-                ParamKind::Stream { .. } => quote_spanned!(ty.span()=> assert_stream_sender),
-                _ => quote_spanned!(ty.span()=> assert_job_context),
+                ParamKind::Stream { .. } => {
+                    quote_spanned!(ty.span()=> stream_parameter_is_worker_stream_sender)
+                }
+                _ => quote_spanned!(ty.span()=> job_parameter_is_worker_job),
             };
             input_check = quote!(#input_check #private::#check::<#ty>(););
         }
@@ -116,7 +118,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             adapter = adapter_name(elem.span());
             (
                 quote!({ state: &'static #elem }),
-                quote!(#private::assert_state::<#provider, #elem>();),
+                quote!(#private::state_matches_the_init::<#provider, #elem>();),
                 quote! {
                     |__worker_state| ::core::result::Result::Ok(#adapter {
                         state: #private::state::<#elem>(__worker_state)?,
@@ -183,7 +185,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     };
     // A streaming handler's output is its items: it returns `()` (or `Result<(), E>`).
     let output_fn = if roles.streams {
-        "stream_end"
+        "stream_returns_nothing"
     } else {
         "output"
     };
@@ -200,7 +202,7 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
             let element = batch.element;
             let outputs = call_at(
                 &private,
-                "batch_outputs",
+                "one_output_per_input",
                 quote!(__worker_outputs),
                 ret_span,
             );
@@ -229,11 +231,11 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
                 }
             };
             let invocation = if sig.asyncness.is_some() {
-                let assert_send = quote_spanned!(name.span()=> assert_send);
+                let future_is_send = quote_spanned!(name.span()=> future_is_send);
                 let future = parens_at(call.clone(), name.span());
                 quote! {
                     #private::BatchInvocation::new(async move {
-                        let __worker_ret = #private::#assert_send #future.await;
+                        let __worker_ret = #private::#future_is_send #future.await;
                         #outcome
                     })
                 }
@@ -283,12 +285,12 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
     let invocation = if sig.asyncness.is_some() {
         // `Send` is checked on the handler's own future, so the error names the function and
         // points at what is held across an `.await`.
-        let assert_send = quote_spanned!(name.span()=> assert_send);
+        let future_is_send = quote_spanned!(name.span()=> future_is_send);
         let future = parens_at(call, name.span());
         quote! {
             #make_stream
             #private::Invocation::new(async move {
-                let __worker_ret = #private::#assert_send #future.await;
+                let __worker_ret = #private::#future_is_send #future.await;
                 #outcome
             })
         }
@@ -608,14 +610,16 @@ mod tests {
         has(quote!(
             ::worker::__private::Settings::new("generate").concurrency(4)
         ));
-        has(quote!(::worker::__private::assert_input::<Prompt>();));
-        has(quote!(::worker::__private::assert_state::<one_worker_init_per_module, Model>();));
+        has(quote!(::worker::__private::input_deserializes::<Prompt>();));
+        has(
+            quote!(::worker::__private::state_matches_the_init::<one_worker_init_per_module, Model>();),
+        );
         assert!(
             out.contains(":: worker :: __private :: Invocation :: new (async move {"),
             "{out}"
         );
         has(quote!(
-            ::worker::__private::assert_send(generate(
+            ::worker::__private::future_is_send(generate(
                 &__worker_job,
                 __worker_input,
                 __worker_state
@@ -647,7 +651,7 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("current_thread"), "{out}");
-        assert!(!out.contains("assert_state"), "{out}");
+        assert!(!out.contains("state_matches_the_init"), "{out}");
         assert!(!out.contains("::worker"), "{out}");
     }
 

@@ -214,7 +214,7 @@ fn is_stream(ty: &Type) -> bool {
 
 /// A path from the user's own crate (`crate::…`, `self::…`, `super::…`): never the runtime's
 /// `Job` or `StreamSender`, whatever its last segment. Other paths ending in those names are
-/// taken for them, and the expansion checks that they are (`assert_job_context`).
+/// taken for them, and the expansion checks that they are (`job_parameter_is_worker_job`).
 fn is_local_path(path: &syn::Path) -> bool {
     path.leading_colon.is_none()
         && path.segments.len() > 1

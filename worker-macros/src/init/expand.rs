@@ -35,13 +35,18 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
         impl<__S> #private::ProvidesState<__S> for #provider where #ret: #private::InitReturn<__S> {}
     };
 
-    let state_box = call_at(&private, "state_box", quote!(__worker_state), ret_span);
+    let state_is_send_and_sync = call_at(
+        &private,
+        "state_is_send_and_sync",
+        quote!(__worker_state),
+        ret_span,
+    );
     let failure = failure_of(&private, quote!(__worker_error), ret_span);
     let kinds = kind_imports(&private);
     let convert = quote! {
         #kinds
         match (&__worker_ret).__worker_kind().split(__worker_ret) {
-            ::core::result::Result::Ok(__worker_state) => ::core::result::Result::Ok(#state_box),
+            ::core::result::Result::Ok(__worker_state) => ::core::result::Result::Ok(#state_is_send_and_sync),
             ::core::result::Result::Err(__worker_error) => ::core::result::Result::Err(#failure),
         }
     };
@@ -57,11 +62,11 @@ pub(crate) fn expand(init: &Init, options: &Options) -> TokenStream {
         quote!(#name #no_args)
     };
     let run = hygienic_locals(if sig.asyncness.is_some() {
-        let assert_send = quote_spanned!(name.span()=> assert_send);
+        let future_is_send = quote_spanned!(name.span()=> future_is_send);
         let future = parens_at(call, name.span());
         quote! {
             #private::init_async(async move {
-                let __worker_ret = #private::#assert_send #future.await;
+                let __worker_ret = #private::#future_is_send #future.await;
                 #convert
             })
         }
@@ -177,8 +182,10 @@ mod tests {
             out.contains(":: worker :: __private :: init_async (async move {"),
             "{out}"
         );
-        has(quote!(::worker::__private::assert_send(load()).await));
-        has(quote!(::worker::__private::state_box({ __worker_state })));
+        has(quote!(::worker::__private::future_is_send(load()).await));
+        has(quote!(::worker::__private::state_is_send_and_sync({
+            __worker_state
+        })));
     }
 
     #[test]
