@@ -37,6 +37,13 @@ fn library_in(args: impl IntoIterator<Item = String>) -> bool {
 /// mistake wherever the handler is: in the root the two clash, in a module the generated one is
 /// never run.
 pub(crate) fn root_has_own_main() -> bool {
+    // Read and parsed once per process: the crate root is fixed for a rustc run (and where the
+    // process outlives one crate, as rust-analyzer's macro server, there is no root to read).
+    static OWN_MAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN_MAIN.get_or_init(read_root_has_own_main)
+}
+
+fn read_root_has_own_main() -> bool {
     let args: Vec<String> = std::env::args().collect();
     let rustdoc = args
         .first()

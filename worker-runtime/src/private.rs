@@ -53,11 +53,6 @@ impl<T: schemars::JsonSchema + ?Sized> HasSchema for T {}
 )]
 pub trait HasSchema {}
 
-/// Deserialize the job's input, naming the JSON path of a problem.
-pub fn deserialize_input<T: DeserializeOwned>(job: &Job) -> Result<T, Failure> {
-    crate::handler::deserialize_input(job)
-}
-
 /// Deserialize the job's input, then check it against the type's declared constraints.
 /// A missing field's message says what the field is, from `schema` (the input's JSON Schema,
 /// or `None`).

@@ -379,14 +379,11 @@ pub(crate) fn expand(handler: &Handler, roles: &Roles<'_>, options: &Options) ->
 /// type (`None` for a type without `JsonSchema`; see `worker::__private::SchemaOf`). The
 /// output of a streaming handler is one item; of a batch handler, one job's output.
 fn contract(handler: &Handler, roles: &Roles<'_>, private: &TokenStream) -> TokenStream {
-    let input_ty = &roles.input.ty;
-    let input = match &roles.batch {
-        Some(batch) => {
-            let element = batch.element;
-            quote!(#private::SchemaOf::<#element>::new())
-        }
-        None => quote!(#private::SchemaOf::<#input_ty>::new()),
-    };
+    // One job's input: a batch's element.
+    let input = schema_fn(
+        roles.batch.as_ref().map_or(&roles.input.ty, |b| b.element),
+        private,
+    );
     // `-> impl Serialize` cannot be named: no schema.
     let opaque =
         matches!(&handler.item.sig.output, ReturnType::Type(_, ty) if names_impl_trait(ty));
@@ -415,7 +412,7 @@ fn contract(handler: &Handler, roles: &Roles<'_>, private: &TokenStream) -> Toke
                 NoSchema as _, SchemaOfOk as _, SchemaOfOkItems as _, SchemaOfType as _,
             };
             #private::Contract {
-                input: (&&&&#input).__worker_schema(),
+                input: (#input)(),
                 output: #output,
             }
         }
