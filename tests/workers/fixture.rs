@@ -39,6 +39,9 @@ enum Action {
     Unserializable,
     /// Ask for a fresh worker after this job (`stopPod`), then return `value`.
     Refresh { value: Value },
+    /// Wait up to `ms` milliseconds for the job to be cancelled, checking as blocking work
+    /// should; logs `saw the cancel` when it was.
+    AwaitCancel { ms: u64 },
     /// Build a reqwest client of the handler's own (rustls, as the runtime's), as a handler
     /// calling another service does.
     HttpClient,
@@ -166,6 +169,16 @@ fn handle_action(
         Action::Refresh { value } => {
             job.refresh_worker();
             value
+        }
+        Action::AwaitCancel { ms } => {
+            let until = std::time::Instant::now() + Duration::from_millis(ms);
+            while !job.is_cancelled() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if job.is_cancelled() {
+                worker::tracing::info!("saw the cancel");
+            }
+            worker::json!({ "cancelled": job.is_cancelled() })
         }
         Action::HttpClient => {
             let built = reqwest::Client::builder().build().is_ok();

@@ -50,6 +50,11 @@ pub(crate) struct Args {
     /// ./test_input.json or the built-in one) and exit, without running init.
     #[arg(long = "hub-tests")]
     pub(crate) hub_tests: bool,
+
+    /// Serve requests over HTTP, as a load-balancing endpoint's worker (PORT, PORT_HEALTH,
+    /// HEALTH_CHECK_PATH), instead of taking jobs from a queue. Same as WORKER_MODE=load-balancing.
+    #[arg(long = "load-balancing")]
+    pub(crate) load_balancing: bool,
 }
 
 /// The flags the worker reads, and whether each takes a value.
@@ -62,6 +67,7 @@ const FLAGS: &[(&str, bool)] = &[
     ("--rp_api_concurrency", true),
     ("--schema", false),
     ("--hub-tests", false),
+    ("--load-balancing", false),
     ("--help", false),
     ("-h", false),
 ];
@@ -152,7 +158,28 @@ pub(crate) enum Mode {
     Production(Box<PlatformConfig>),
     /// `--rp_serve_api`: serve a local RunPod emulator and take its jobs until stopped.
     ServeApi(ServeApi),
+    /// `--load-balancing` or `WORKER_MODE=load-balancing`: serve the handler over HTTP, as a
+    /// load-balancing endpoint's worker, until stopped.
+    LoadBalancing(Box<LoadBalancing>),
 }
+
+/// A load-balancing worker's server, as RunPod documents it: `PORT` (default 80) for requests,
+/// `PORT_HEALTH` (default `PORT`) and `HEALTH_CHECK_PATH` (default `/ping`) for health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoadBalancing {
+    pub(crate) port: u16,
+    /// `PORT_HEALTH` when it is another port than `PORT` (then it serves health only).
+    pub(crate) health_port: Option<u16>,
+    pub(crate) health_path: String,
+    /// `WORKER_MAX_REQUEST_BYTES`: the largest request body (default 30 MiB, RunPod's limit).
+    pub(crate) max_request_bytes: usize,
+    /// `RUNPOD_POD_HOSTNAME` and `RUNPOD_POD_ID` for error reports (`unknown` without them).
+    pub(crate) hostname: String,
+    pub(crate) worker_id: String,
+}
+
+/// The routes a load-balancing worker serves besides health (a health path cannot be one).
+pub(crate) const LOAD_BALANCING_ROUTES: &[&str] = &["/runsync", "/run", "/stream", "/openapi.json"];
 
 /// Where `--rp_serve_api` listens, and how many jobs it runs at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,9 +226,27 @@ impl std::fmt::Debug for PlatformConfig {
     }
 }
 
-/// Pick the mode: `--rp_serve_api` first (as the Python SDK does), then local test when
-/// `--test_input` is given or `RUNPOD_WEBHOOK_GET_JOB` is unset, else production.
+/// Pick the mode. A load-balancing worker only when asked (`--load-balancing` or
+/// `WORKER_MODE=load-balancing`), never guessed from the environment, and never together with
+/// another mode's flag. Else `--rp_serve_api` first (as the Python SDK does), then local test
+/// when `--test_input` is given or `RUNPOD_WEBHOOK_GET_JOB` is unset, else production.
 pub(crate) fn mode(args: &Args, env: &impl Env) -> Result<Mode, Error> {
+    if load_balancing_asked(args, env)? {
+        let other = if args.serve_api {
+            Some("--rp_serve_api (the local queue API)")
+        } else if args.test_input.is_some() {
+            Some("--test_input (one local test job)")
+        } else {
+            None
+        };
+        if let Some(other) = other {
+            return Err(Error::config(format!(
+                "a load-balancing worker (--load-balancing or WORKER_MODE=load-balancing) cannot \
+                 also run {other}: drop one of them"
+            )));
+        }
+        return Ok(Mode::LoadBalancing(Box::new(LoadBalancing::from_env(env)?)));
+    }
     if args.serve_api {
         return Ok(Mode::ServeApi(ServeApi {
             host: args.api_host.clone(),
@@ -215,6 +260,98 @@ pub(crate) fn mode(args: &Args, env: &impl Env) -> Result<Mode, Error> {
         });
     }
     Ok(Mode::Production(Box::new(PlatformConfig::from_env(env)?)))
+}
+
+/// Whether the worker was asked to serve as a load-balancing endpoint's worker: the flag, or
+/// `WORKER_MODE` (`queue`, the default, or `load-balancing`); the two contradicting is an error.
+fn load_balancing_asked(args: &Args, env: &impl Env) -> Result<bool, Error> {
+    let by_env = match env.var("WORKER_MODE") {
+        None => None,
+        Some(value) => match value.trim() {
+            "" => None,
+            "queue" => Some(false),
+            "load-balancing" => Some(true),
+            other => {
+                return Err(Error::config(format!(
+                    "WORKER_MODE={other:?} is not a mode; use `queue` (take jobs from the \
+                     endpoint's queue, the default) or `load-balancing` (serve HTTP requests)"
+                )));
+            }
+        },
+    };
+    match (args.load_balancing, by_env) {
+        (true, Some(false)) => Err(Error::config(
+            "--load-balancing asks for a load-balancing worker, but WORKER_MODE=queue asks for a \
+             queue worker: drop one of them",
+        )),
+        (flag, by_env) => Ok(flag || by_env == Some(true)),
+    }
+}
+
+impl LoadBalancing {
+    pub(crate) fn from_env(env: &impl Env) -> Result<LoadBalancing, Error> {
+        let main = port(env, "PORT")?.unwrap_or(80);
+        // A health port of its own only when it differs (0, "any free port", always does).
+        let health_port = port(env, "PORT_HEALTH")?.filter(|&p| p != main || p == 0);
+        let health_path = match env.var("HEALTH_CHECK_PATH").map(|v| v.trim().to_owned()) {
+            None => "/ping".to_owned(),
+            Some(path) if path.is_empty() => "/ping".to_owned(),
+            Some(path) if !path.starts_with('/') || path.contains(['?', '#', ' ']) => {
+                return Err(Error::config(format!(
+                    "HEALTH_CHECK_PATH={path:?} must be a path starting with `/`, like `/ping`"
+                )));
+            }
+            Some(path) if LOAD_BALANCING_ROUTES.contains(&path.as_str()) => {
+                return Err(Error::config(format!(
+                    "HEALTH_CHECK_PATH={path:?} is one of the worker's own routes ({}); pick \
+                     another path, like `/ping`",
+                    LOAD_BALANCING_ROUTES.join(", ")
+                )));
+            }
+            Some(path) => path,
+        };
+        let max_request_bytes = match env
+            .var("WORKER_MAX_REQUEST_BYTES")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => 30 * 1024 * 1024,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(Error::config(format!(
+                        "WORKER_MAX_REQUEST_BYTES={raw:?} is not a positive whole number of bytes"
+                    )));
+                }
+            },
+        };
+        Ok(LoadBalancing {
+            port: main,
+            health_port,
+            health_path,
+            max_request_bytes,
+            hostname: env
+                .var("RUNPOD_POD_HOSTNAME")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "unknown".into()),
+            worker_id: env
+                .var("RUNPOD_POD_ID")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "unknown".into()),
+        })
+    }
+}
+
+/// A port number from `name`, if set and not blank.
+fn port(env: &impl Env, name: &str) -> Result<Option<u16>, Error> {
+    match env.var(name).map(|v| v.trim().to_owned()) {
+        None => Ok(None),
+        Some(raw) if raw.is_empty() => Ok(None),
+        Some(raw) => raw.parse::<u16>().map(Some).map_err(|_| {
+            Error::config(format!(
+                "{name}={raw:?} is not a port number (0 to 65535; 0 lets the system pick one)"
+            ))
+        }),
+    }
 }
 
 /// The log level: `--rp_log_level`, else `RUNPOD_LOG_LEVEL`, else `RUNPOD_DEBUG_LEVEL`, else INFO.
@@ -538,5 +675,135 @@ mod tests {
                 .to_string()
                 .contains("is not a log level")
         );
+    }
+
+    fn load_balancing(a: &Args, pairs: &[(&str, &str)]) -> Result<LoadBalancing, String> {
+        match mode(a, &env(pairs)) {
+            Ok(Mode::LoadBalancing(lb)) => Ok(*lb),
+            Ok(other) => Err(format!("not load-balancing: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn load_balancing_is_asked_for_never_guessed() {
+        let lb = load_balancing(&args(), &[("WORKER_MODE", "load-balancing")]).unwrap();
+        assert_eq!(
+            lb,
+            LoadBalancing {
+                port: 80,
+                health_port: None,
+                health_path: "/ping".into(),
+                max_request_bytes: 30 * 1024 * 1024,
+                hostname: "unknown".into(),
+                worker_id: "unknown".into(),
+            }
+        );
+        let flag = Args {
+            load_balancing: true,
+            ..args()
+        };
+        let lb = load_balancing(
+            &flag,
+            &[
+                ("PORT", "5000"),
+                ("PORT_HEALTH", "5001"),
+                ("HEALTH_CHECK_PATH", "/health"),
+                ("RUNPOD_POD_ID", "pod-1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                lb.port,
+                lb.health_port,
+                lb.health_path.as_str(),
+                lb.worker_id.as_str()
+            ),
+            (5000, Some(5001), "/health", "pod-1")
+        );
+        // PORT_HEALTH equal to PORT is the same listener.
+        let lb = load_balancing(&flag, &[("PORT", "5000"), ("PORT_HEALTH", "5000")]).unwrap();
+        assert_eq!(lb.health_port, None);
+        // The explicit choice wins over the queue's variables (logged at start-up).
+        assert!(load_balancing(&flag, PROD).is_ok());
+        // A `PORT` alone, or WORKER_MODE=queue, is a queue worker.
+        assert!(matches!(
+            mode(&args(), &env(&[("PORT", "80")])).unwrap(),
+            Mode::LocalTest { .. }
+        ));
+        let mut queue = PROD.to_vec();
+        queue.push(("WORKER_MODE", "queue"));
+        assert!(matches!(
+            mode(&args(), &env(&queue)).unwrap(),
+            Mode::Production(_)
+        ));
+    }
+
+    #[test]
+    fn load_balancing_settings_that_contradict_or_are_wrong_are_errors() {
+        let flag = Args {
+            load_balancing: true,
+            ..args()
+        };
+        let lb = &[("WORKER_MODE", "load-balancing")];
+        type Case<'a> = (Args, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                flag,
+                vec![("WORKER_MODE", "queue")],
+                "--load-balancing asks for a load-balancing worker, but WORKER_MODE=queue asks for a queue worker",
+            ),
+            (
+                Args {
+                    serve_api: true,
+                    ..args()
+                },
+                lb.to_vec(),
+                "cannot also run --rp_serve_api",
+            ),
+            (
+                Args {
+                    test_input: Some("{}".into()),
+                    ..args()
+                },
+                lb.to_vec(),
+                "cannot also run --test_input",
+            ),
+            (
+                args(),
+                vec![("WORKER_MODE", "lb")],
+                "WORKER_MODE=\"lb\" is not a mode",
+            ),
+            (
+                args(),
+                vec![lb[0], ("PORT", "eighty")],
+                "PORT=\"eighty\" is not a port number",
+            ),
+            (
+                args(),
+                vec![lb[0], ("PORT_HEALTH", "70000")],
+                "PORT_HEALTH=\"70000\" is not a port number",
+            ),
+            (
+                args(),
+                vec![lb[0], ("HEALTH_CHECK_PATH", "ping")],
+                "must be a path starting with `/`",
+            ),
+            (
+                args(),
+                vec![lb[0], ("HEALTH_CHECK_PATH", "/runsync")],
+                "is one of the worker's own routes",
+            ),
+            (
+                args(),
+                vec![lb[0], ("WORKER_MAX_REQUEST_BYTES", "0")],
+                "not a positive whole number of bytes",
+            ),
+        ];
+        for (a, pairs, expected) in cases {
+            let error = load_balancing(&a, &pairs).unwrap_err();
+            assert!(error.contains(expected), "{pairs:?}: {error}");
+        }
     }
 }

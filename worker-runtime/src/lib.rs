@@ -55,6 +55,7 @@ mod job;
 mod job_log;
 mod job_loop;
 mod limits;
+mod load_balancing;
 mod local;
 mod logging;
 mod platform;

@@ -95,6 +95,18 @@ impl Settings {
         self.contract.map(|contract| contract()).unwrap_or_default()
     }
 
+    /// The handler's name (its function's).
+    #[cfg(feature = "load-balancing")]
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The concurrency now (a dynamic one asked once).
+    #[cfg(feature = "load-balancing")]
+    pub(crate) fn concurrency_now(&self) -> usize {
+        self.concurrency.initial()
+    }
+
     pub(crate) fn loop_options(&self) -> LoopOptions {
         LoopOptions {
             concurrency: self.concurrency,
@@ -448,6 +460,16 @@ impl Started {
         if let Ok(key) = std::env::var("RUNPOD_AI_API_KEY") {
             crate::job_log::add_secret(&key);
         }
+        if let Ok(Mode::LoadBalancing(_)) = &mode
+            && std::env::var_os("RUNPOD_WEBHOOK_GET_JOB").is_some()
+        {
+            // RunPod does not document which variables a load-balancing endpoint's workers
+            // get: the explicit choice wins, and the log says what was ignored.
+            tracing::warn!(
+                "RUNPOD_WEBHOOK_GET_JOB is set, but WORKER_MODE/--load-balancing asks for a \
+                 load-balancing worker: serving HTTP, taking no jobs from a queue"
+            );
+        }
         if !Args::other().is_empty() && platform.is_none() {
             tracing::warn!(
                 "ignoring command-line arguments the worker does not read: {} (your code can \
@@ -471,7 +493,7 @@ impl Started {
                         .inspect_err(|e| log_error("configuration", e))?,
                 )
             }
-            Mode::LocalTest { .. } | Mode::ServeApi(_) => None,
+            Mode::LocalTest { .. } | Mode::ServeApi(_) | Mode::LoadBalancing(_) => None,
         };
         let limits = overrides
             .apply(&ProcessEnv)
@@ -491,6 +513,20 @@ impl Started {
         settings: Settings,
         second: SecondSignal,
     ) -> Result<(), Error> {
+        if let Mode::LoadBalancing(lb) = self.mode {
+            // The server answers health (204) while init runs, so init runs inside it.
+            let build: crate::load_balancing::Build<H> = match source {
+                Source::Ready(handler) => Box::pin(std::future::ready(Ok(handler))),
+                Source::Init { init, make } => Box::pin(async move {
+                    let name = init.name;
+                    run_init(init)
+                        .await
+                        .and_then(|state| make_handler(make, state, &settings))
+                        .map_err(|failed| (init_failure(name, &failed), init_error(name, &failed)))
+                }),
+            };
+            return crate::load_balancing::serve(*lb, build, &settings, self.limits, second).await;
+        }
         let (init, make) = match source {
             Source::Ready(handler) => return self.run(handler, settings, second).await,
             Source::Init { init, make } => (init, make),
@@ -538,6 +574,12 @@ impl Started {
                 .await
             }
             Mode::ServeApi(api) => serve_api(handler, settings, api, self.limits, second).await,
+            // `go` serves load-balancing workers before it gets here.
+            Mode::LoadBalancing(lb) => {
+                let build: crate::load_balancing::Build<H> =
+                    Box::pin(std::future::ready(Ok(handler)));
+                crate::load_balancing::serve(*lb, build, &settings, self.limits, second).await
+            }
         }
     }
 
@@ -645,7 +687,7 @@ impl Started {
                 });
                 let _ = serve_api(failing, settings, api, self.limits, second).await;
             }
-            Mode::Production(_) => {}
+            Mode::Production(_) | Mode::LoadBalancing(_) => {}
         }
         Err(error)
     }

@@ -133,7 +133,7 @@ pub(super) async fn run_job<H: Handler>(
 /// is reported at once, but its thread may still be computing (on a GPU, holding memory), and
 /// the next job must not start beside it. Once the worker is shutting down no job will start,
 /// so the process does not wait for such a thread to exit.
-async fn hold_until_thread_returns(
+pub(crate) async fn hold_until_thread_returns(
     thread: Option<tokio::sync::oneshot::Receiver<()>>,
     slot: OwnedSemaphorePermit,
     shutdown: &crate::shutdown::Shutdown,

@@ -38,6 +38,8 @@ use crate::retry::RetryPolicy;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 pub(crate) use self::in_flight::InFlight;
+#[cfg(feature = "load-balancing")]
+pub(crate) use self::job_task::hold_until_thread_returns;
 pub(crate) use self::slots::Concurrency;
 
 /// The loop's options (from `#[worker::handler(…)]` or the `Worker` builder).
