@@ -20,6 +20,7 @@
 //! [`recorder`], sampled by [`sampling`]), [`report`] turns the samples into the table.
 
 mod embed;
+mod http;
 mod kind;
 mod measure;
 mod peers;
@@ -65,6 +66,10 @@ struct Args {
     /// and batched) against the Python SDK with sentence-transformers
     #[arg(long)]
     embed: bool,
+    /// Instead of the echo table: a load-balancing worker (`--load-balancing`) against FastAPI
+    /// on uvicorn, requests/s and latency over loopback
+    #[arg(long)]
+    http: bool,
 }
 
 /// A worker's name as `--only` takes it (its slug).
@@ -109,6 +114,17 @@ async fn main() {
         std::process::exit(1);
     }
     let release = target.join("release");
+    if args.http {
+        let paths = Paths {
+            root: root.clone(),
+            bench,
+            release,
+            runpod_sdk: Err("not used".into()),
+            python: Err("not used".into()),
+        };
+        http::run_all(&paths, quick, !args.no_write).await;
+        return;
+    }
     let mut missing = Vec::new();
     let runpod_sdk = if args.skip_runpod_sdk {
         Err("skipped (--skip-runpod-sdk)".to_owned())

@@ -27,7 +27,7 @@ fn cargo() -> Command {
 }
 
 /// Run `cmd` to completion; on failure, the last lines of its output.
-fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
+pub(crate) fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
     let out = cmd
         .output()
         .map_err(|e| format!("{what} could not start: {e}"))?;
