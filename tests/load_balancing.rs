@@ -31,13 +31,7 @@ impl LbWorker {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let process = WorkerProcess::spawn(bin, &env, &[]);
         let port = wait_until(LONG, "the worker to listen", || {
-            let out = process.stdout();
-            let (_, after) = out.split_once("listening on port ")?;
-            after
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<u16>()
-                .ok()
+            port_after(&process.stdout(), "listening on port ")
         })
         .await;
         LbWorker {
@@ -79,6 +73,16 @@ impl LbWorker {
         let status = response.status().as_u16();
         Some((status, response.text().await.unwrap_or_default()))
     }
+}
+
+/// The port number right after `text` in the worker's log.
+fn port_after(log: &str, text: &str) -> Option<u16> {
+    let (_, after) = log.split_once(text)?;
+    after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse::<u16>()
+        .ok()
 }
 
 /// Poll `check` every 10 ms until it gives a value (panics after `timeout`).
@@ -473,13 +477,7 @@ async fn a_separate_health_port_serves_health_and_nothing_else() {
     )
     .await;
     let port = wait_until(LONG, "the health port in the log", || {
-        let out = lb.process.stdout();
-        let (_, after) = out.split_once("health at GET /healthz on port ")?;
-        after
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse::<u16>()
-            .ok()
+        port_after(&lb.process.stdout(), "health at GET /healthz on port ")
     })
     .await;
     let health = format!("http://127.0.0.1:{port}");

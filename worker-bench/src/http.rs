@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt as _;
 
-use crate::peers::{Paths, run_ok};
+use crate::peers::Paths;
 
 const FASTAPI: &str = "0.115.6";
 const UVICORN: &str = "0.34.0";
@@ -77,33 +77,11 @@ pub(crate) async fn run_all(paths: &Paths, quick: bool, write: bool) {
 }
 
 fn setup_venv(bench: &Path) -> Result<PathBuf, String> {
-    let venv = bench.join(format!("venv-fastapi-{FASTAPI}"));
-    let python = venv.join("bin/python");
-    if venv.join(".installed").exists() {
-        return Ok(python);
-    }
-    eprintln!(
-        "installing fastapi=={FASTAPI} uvicorn=={UVICORN} into {}",
-        venv.display()
-    );
-    run_ok(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv",
-    )?;
-    run_ok(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("fastapi=={FASTAPI}"),
-            &format!("uvicorn=={UVICORN}"),
-        ]),
-        "pip install fastapi uvicorn",
-    )?;
-    std::fs::write(venv.join(".installed"), FASTAPI).map_err(|e| e.to_string())?;
-    Ok(python)
+    crate::peers::venv(
+        bench,
+        &format!("venv-fastapi-{FASTAPI}"),
+        &[format!("fastapi=={FASTAPI}"), format!("uvicorn=={UVICORN}")],
+    )
 }
 
 fn free_port() -> u16 {

@@ -27,7 +27,7 @@ fn cargo() -> Command {
 }
 
 /// Run `cmd` to completion; on failure, the last lines of its output.
-pub(crate) fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
+fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
     let out = cmd
         .output()
         .map_err(|e| format!("{what} could not start: {e}"))?;
@@ -113,28 +113,39 @@ pub(crate) fn build_runpod_sdk(bench: &Path) -> Result<PathBuf, String> {
 /// A venv under `bench` with the pinned Python SDK, installed once (`.installed` marks a
 /// finished install). Returns its interpreter.
 pub(crate) fn setup_python(bench: &Path) -> Result<PathBuf, String> {
-    let venv = bench.join(format!("venv-runpod-{RUNPOD_PY}"));
+    venv(
+        bench,
+        &format!("venv-runpod-{RUNPOD_PY}"),
+        &[format!("runpod=={RUNPOD_PY}")],
+    )
+}
+
+/// A venv under `bench` named `name` with `packages` from PyPI (made once: a stamp file says it
+/// is complete); its python.
+pub(crate) fn venv(bench: &Path, name: &str, packages: &[String]) -> Result<PathBuf, String> {
+    let venv = bench.join(name);
     let python = venv.join("bin/python");
     if venv.join(".installed").exists() {
         return Ok(python);
     }
-    eprintln!("installing runpod=={RUNPOD_PY} into {}", venv.display());
+    eprintln!("installing {} into {}", packages.join(" "), venv.display());
     run_ok(
         Command::new("python3").args(["-m", "venv"]).arg(&venv),
         "python3 -m venv",
     )?;
     run_ok(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("runpod=={RUNPOD_PY}"),
-        ]),
-        "pip install runpod",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages),
+        &format!("pip install {}", packages.join(" ")),
     )?;
-    std::fs::write(venv.join(".installed"), RUNPOD_PY).map_err(|e| e.to_string())?;
+    std::fs::write(venv.join(".installed"), packages.join("\n")).map_err(|e| e.to_string())?;
     Ok(python)
 }
 
