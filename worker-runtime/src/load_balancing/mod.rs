@@ -20,38 +20,25 @@ mod running;
 #[cfg(feature = "load-balancing")]
 mod server;
 
-use crate::config::LoadBalancing;
 use crate::control::BoxFuture;
 use crate::error::Error;
-use crate::handler::Handler;
-use crate::limits::Limits;
 use crate::report::Failure;
-use crate::shutdown::SecondSignal;
-use crate::start::Settings;
 
 /// The handler, once init finished: or what to report (and return) when it failed.
 pub(crate) type Build<H> = BoxFuture<'static, Result<H, (Failure, Error)>>;
 
 /// Serve `build`'s handler as a load-balancing worker until SIGTERM (then drain).
 #[cfg(feature = "load-balancing")]
-pub(crate) async fn serve<H: Handler>(
-    lb: LoadBalancing,
-    build: Build<H>,
-    settings: &Settings,
-    limits: Limits,
-    second: SecondSignal,
-) -> Result<(), Error> {
-    server::serve(lb, build, settings, limits, second).await
-}
+pub(crate) use server::serve;
 
 /// A load-balancing worker built without the `load-balancing` feature.
 #[cfg(not(feature = "load-balancing"))]
-pub(crate) async fn serve<H: Handler>(
-    _: LoadBalancing,
+pub(crate) async fn serve<H: crate::handler::Handler>(
+    _: crate::config::LoadBalancing,
     _: Build<H>,
-    _: &Settings,
-    _: Limits,
-    _: SecondSignal,
+    _: &crate::start::Settings,
+    _: crate::limits::Limits,
+    _: crate::shutdown::SecondSignal,
 ) -> Result<(), Error> {
     let message = "a load-balancing worker (--load-balancing, WORKER_MODE=load-balancing) needs \
                    the `load-balancing` feature of worker-runtime (on by default); this worker \

@@ -89,7 +89,7 @@ impl<H: Handler> Server<H> {
     }
 }
 
-pub(super) async fn serve<H: Handler>(
+pub(crate) async fn serve<H: Handler>(
     lb: LoadBalancing,
     build: Build<H>,
     settings: &Settings,
