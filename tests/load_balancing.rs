@@ -55,6 +55,22 @@ impl LbWorker {
         (status, headers, response.text().await.unwrap())
     }
 
+    /// POST `body` to `/runsync` on a task of its own; its status and answer.
+    fn runsync_in_background(&self, body: &'static str) -> tokio::task::JoinHandle<(u16, Value)> {
+        let (http, base) = (self.http.clone(), self.base.clone());
+        tokio::spawn(async move {
+            let response = http
+                .post(format!("{base}/runsync"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap())
+        })
+    }
+
     async fn runsync(&self, input: Value) -> (u16, Value) {
         let (status, _, body) = self
             .post("/runsync", &json!({ "input": input }).to_string())
@@ -275,21 +291,7 @@ async fn bad_requests_and_failures_answer_400_413_and_500_with_the_report() {
 #[tokio::test]
 async fn past_the_concurrency_requests_get_429_with_retry_after() {
     let lb = LbWorker::start(&fixture(), &[("FIXTURE_CONCURRENCY", "1")]).await;
-    let slow = {
-        let (http, base) = (lb.http.clone(), lb.base.clone());
-        tokio::spawn(async move {
-            let text = http
-                .post(format!("{base}/runsync"))
-                .body(r#"{"input": {"sleep": {"ms": 1500, "value": "slow"}}}"#)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            serde_json::from_str::<Value>(&text).unwrap()
-        })
-    };
+    let slow = lb.runsync_in_background(r#"{"input": {"sleep": {"ms": 1500, "value": "slow"}}}"#);
     wait_until(LONG, "the slow request to start", || {
         lb.process.stdout().contains("Started.").then_some(())
     })
@@ -300,7 +302,7 @@ async fn past_the_concurrency_requests_get_429_with_retry_after() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(headers["retry-after"], "1");
     assert!(body.contains("runs 1 request(s) at once"), "{body}");
-    assert_eq!(slow.await.unwrap()["output"], "slow");
+    assert_eq!(slow.await.unwrap().1["output"], "slow");
     // The slot is free again.
     let (status, _) = lb.runsync(json!({"echo": {"value": 2}})).await;
     assert_eq!(status, 200);
@@ -392,22 +394,8 @@ async fn stream_sends_progress_updates_as_events() {
 #[tokio::test]
 async fn sigterm_drains_health_503_running_requests_finish() {
     let lb = LbWorker::start(&fixture(), &[]).await;
-    let slow = {
-        let (http, base) = (lb.http.clone(), lb.base.clone());
-        tokio::spawn(async move {
-            let response = http
-                .post(format!("{base}/runsync"))
-                .body(r#"{"input": {"sleep": {"ms": 1500, "value": "finished"}}}"#)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                serde_json::from_str::<Value>(&response.text().await.unwrap()).unwrap(),
-            )
-        })
-    };
+    let slow =
+        lb.runsync_in_background(r#"{"input": {"sleep": {"ms": 1500, "value": "finished"}}}"#);
     wait_until(LONG, "the slow request to start", || {
         lb.process.stdout().contains("Started.").then_some(())
     })
