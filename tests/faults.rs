@@ -267,7 +267,7 @@ async fn catalogue_of_bad_inputs_and_outputs() {
         (
             json!({"fly": {}}),
             "InvalidInput",
-            "input: unknown variant `fly`, expected one of `echo`, `fail`, `panic`, `sleep`, `add`, `big`, `log`, `progress`, `logged`, `nan`, `unserializable`, `refresh`, `http_client`",
+            "input: unknown variant `fly`, expected one of `echo`, `fail`, `panic`, `sleep`, `add`, `big`, `log`, `progress`, `logged`, `nan`, `unserializable`, `refresh`, `await_cancel`, `http_client`",
         ),
         (
             json!(null),
