@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{WorkerProcess, fixture};
+use support::{WorkerProcess, fixture, load_balancing_worker, port_after, wait_until};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -23,20 +23,10 @@ impl LbWorker {
     /// Start `bin` as a load-balancing worker on a port the system picks, with `extra` in its
     /// environment; returns once it listens.
     async fn start(bin: &std::path::Path, extra: &[(&str, &str)]) -> LbWorker {
-        let mut env = vec![
-            ("WORKER_MODE".to_owned(), "load-balancing".to_owned()),
-            ("PORT".to_owned(), "0".to_owned()),
-        ];
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let process = WorkerProcess::spawn(bin, &env, &[]);
-        let port = wait_until(LONG, "the worker to listen", || {
-            port_after(&process.stdout(), "listening on port ")
-        })
-        .await;
+        let (process, base) = load_balancing_worker(bin, extra).await;
         LbWorker {
             process,
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             http: reqwest::Client::new(),
         }
     }
@@ -88,28 +78,6 @@ impl LbWorker {
             .ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.unwrap_or_default()))
-    }
-}
-
-/// The port number right after `text` in the worker's log.
-fn port_after(log: &str, text: &str) -> Option<u16> {
-    let (_, after) = log.split_once(text)?;
-    after
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse::<u16>()
-        .ok()
-}
-
-/// Poll `check` every 10 ms until it gives a value (panics after `timeout`).
-async fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

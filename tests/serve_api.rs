@@ -200,3 +200,40 @@ async fn a_failed_init_fails_each_local_job_with_its_reason() {
         );
     }
 }
+
+/// The README's "Calling an endpoint from Rust": the `call` example, a typed client, scores
+/// reviews through the `model` worker's `--rp_serve_api`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_example_calls_the_model_worker_typed() {
+    let served = Served::start("model", &[]).await;
+    let base = served.base.trim_end_matches("/local").to_owned();
+    let call = example("call");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(call)
+            .args(["what a great day", "slow and rude"])
+            .env("RUNPOD_ENDPOINT_BASE_URL", base)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("\"what a great day\": positive (+"),
+        "{stdout}"
+    );
+    assert_eq!(lines[1], "  great: +3", "{stdout}");
+    assert!(
+        lines[2].starts_with("\"slow and rude\": negative (-"),
+        "{stdout}"
+    );
+    assert!(lines[3].starts_with("refused: "), "{stdout}");
+    assert!(lines[3].contains("text"), "{stdout}");
+    assert_eq!(
+        lines[4], "endpoint `local`: 2 jobs completed, 1 failed",
+        "{stdout}"
+    );
+}

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, Serialize};
 use worker::tracing::info;
 
 /// The "model": word → sentiment weight (-5 … 5).
@@ -21,46 +20,8 @@ struct Lexicon {
     weights: HashMap<String, i32>,
 }
 
-// `JsonSchema` makes the input and output the endpoint's contract: `--schema` prints them,
-// with the doc comments as descriptions. `garde::Validate` declares the constraints, checked
-// before the handler runs (a job breaking several fails with all of them) and shown in the
-// schema (`minLength`, `maximum`, …).
-/// A review to score.
-#[derive(Debug, Deserialize, worker::JsonSchema, garde::Validate)]
-#[schemars(crate = "worker::schemars")]
-struct Review {
-    /// The text to score.
-    #[garde(length(min = 1, max = 20_000))]
-    text: String,
-    /// Also list the words that contributed and their weights.
-    #[serde(default)]
-    #[garde(skip)]
-    explain: bool,
-    /// Score only the first this many words (default: all).
-    #[serde(default)]
-    #[garde(range(min = 1, max = 10_000))]
-    max_words: Option<usize>,
-    /// Scores within this distance of 0 are `neutral`.
-    #[serde(default = "default_neutral_band")]
-    #[garde(range(min = 0.0, max = 5.0))]
-    neutral_band: f64,
-}
-
-fn default_neutral_band() -> f64 {
-    0.5
-}
-
-/// The sentiment of a review.
-#[derive(Debug, Serialize, PartialEq, worker::JsonSchema)]
-#[schemars(crate = "worker::schemars")]
-struct Sentiment {
-    label: &'static str,
-    /// The sum of the weights, normalised by the number of words, in -5 … 5.
-    score: f64,
-    words_matched: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    explanation: Option<Vec<(String, i32)>>,
-}
+mod types;
+use types::{Review, Sentiment};
 
 /// Where the lexicon lives: `LEXICON_PATH`, else the file shipped beside this example.
 fn lexicon_path() -> PathBuf {
@@ -140,7 +101,7 @@ impl Lexicon {
         };
         let score = (score * 100.0).round() / 100.0;
         Sentiment {
-            label,
+            label: label.to_owned(),
             score,
             words_matched: matched.len(),
             explanation: review.explain.then_some(matched),
@@ -212,7 +173,7 @@ mod tests {
             text: text.into(),
             explain,
             max_words: None,
-            neutral_band: default_neutral_band(),
+            neutral_band: types::default_neutral_band(),
         }
     }
 

@@ -318,3 +318,46 @@ pub fn run_local(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Start `bin` as a load-balancing worker (`WORKER_MODE=load-balancing`) on a port the system
+/// picks, with `extra` in its environment; returns it and its base URL once it listens.
+pub async fn load_balancing_worker(bin: &Path, extra: &[(&str, &str)]) -> (WorkerProcess, String) {
+    let mut env = vec![
+        ("WORKER_MODE".to_owned(), "load-balancing".to_owned()),
+        ("PORT".to_owned(), "0".to_owned()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let process = WorkerProcess::spawn(bin, &env, &[]);
+    let port = wait_until(Duration::from_secs(20), "the worker to listen", || {
+        port_after(&process.stdout(), "listening on port ")
+    })
+    .await;
+    (process, format!("http://127.0.0.1:{port}"))
+}
+
+/// The port number right after `text` in a worker's log.
+pub fn port_after(log: &str, text: &str) -> Option<u16> {
+    let (_, after) = log.split_once(text)?;
+    after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse::<u16>()
+        .ok()
+}
+
+/// Poll `check` every 10 ms until it gives a value (panics after `timeout`).
+pub async fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -40,8 +40,13 @@ enum Action {
     /// Ask for a fresh worker after this job (`stopPod`), then return `value`.
     Refresh { value: Value },
     /// Wait up to `ms` milliseconds for the job to be cancelled, checking as blocking work
-    /// should; logs `saw the cancel` when it was.
-    AwaitCancel { ms: u64 },
+    /// should; logs `saw the cancel` when it was. With `progress`, it first sends the
+    /// progress update `"waiting"` (a stream's first event).
+    AwaitCancel {
+        ms: u64,
+        #[serde(default)]
+        progress: bool,
+    },
     /// Build a reqwest client of the handler's own (rustls, as the runtime's), as a handler
     /// calling another service does.
     HttpClient,
@@ -170,7 +175,10 @@ fn handle_action(
             job.refresh_worker();
             value
         }
-        Action::AwaitCancel { ms } => {
+        Action::AwaitCancel { ms, progress } => {
+            if progress {
+                job.progress(&"waiting");
+            }
             let until = std::time::Instant::now() + Duration::from_millis(ms);
             while !job.is_cancelled() && std::time::Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));

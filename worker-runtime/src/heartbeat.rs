@@ -48,7 +48,7 @@ pub(crate) fn start(cfg: &PlatformConfig, in_flight: Arc<InFlight>) {
 }
 
 async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
-    let client = match crate::client::build(&cfg.api_key) {
+    let client = match crate::platform_client::build(&cfg.api_key) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("could not build the heartbeat client: {e}");

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use reqwest::Client;
 
-use crate::client::{self, Take};
 use crate::config::PlatformConfig;
 use crate::control::Control;
 use crate::final_body::encode_final;
 use crate::handler::Outcome;
 use crate::job::Job;
 use crate::job_loop::{EMPTY_TAKE_FLOOR, InFlight, LAST_TAKE};
+use crate::platform_client::{self, Take};
 use crate::report::Failure;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::shutdown::Shutdown;
@@ -53,7 +53,7 @@ pub(crate) async fn take_while<R>(
     let mut held: Vec<Job> = Vec::new();
     let mut backoff = Backoff::new();
     let mut next_take = None;
-    let hold = |held: &mut Vec<Job>, taken: Option<Result<Take, client::RequestError>>| {
+    let hold = |held: &mut Vec<Job>, taken: Option<Result<Take, platform_client::RequestError>>| {
         if let Some(Ok(Take::Jobs(jobs))) = taken {
             for job in jobs {
                 in_flight.insert(&job);
@@ -71,7 +71,7 @@ pub(crate) async fn take_while<R>(
             }
         }
         let asked = Instant::now();
-        let take = client::take(client, cfg, capacity - held.len(), !held.is_empty());
+        let take = platform_client::take(client, cfg, capacity - held.len(), !held.is_empty());
         tokio::pin!(take);
         let taken = tokio::select! {
             result = &mut init => {
@@ -169,7 +169,7 @@ pub(crate) async fn fail_held(
             max_output_bytes,
         );
         let url = cfg.urls.done(&id, is_stream);
-        match client::post(client, &url, &id, bytes, retry).await {
+        match platform_client::post(client, &url, &id, bytes, retry).await {
             Ok(()) => tracing::info!("job {id}: reported failed ({})", failure.error_type()),
             Err(e) => tracing::error!("job {id}: could not report that the worker failed: {e}"),
         }

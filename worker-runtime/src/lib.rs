@@ -37,7 +37,8 @@
 //! rules).
 
 mod batch;
-mod client;
+#[cfg(feature = "client")]
+pub mod client;
 mod config;
 mod constraints;
 mod contract;
@@ -59,6 +60,7 @@ mod load_balancing;
 mod local;
 mod logging;
 mod platform;
+mod platform_client;
 #[cfg(test)]
 mod props;
 mod report;

@@ -60,7 +60,7 @@ pub(crate) async fn serve_api<H: Handler>(
         .map_err(|e| failed(&e))?;
     let cfg =
         PlatformConfig::from_env(&emulator.worker_env("local-worker")).map_err(|e| failed(&e))?;
-    let client = crate::client::build(&cfg.api_key).map_err(|e| failed(&e))?;
+    let client = crate::platform_client::build(&cfg.api_key).map_err(|e| failed(&e))?;
     let url = emulator.endpoint_url();
     tracing::info!(
         "local RunPod API at {url} — try: curl -X POST {url}/runsync -H 'Content-Type: application/json' -d '{}' (its OpenAPI: {url}/openapi.json)",

@@ -489,7 +489,7 @@ impl Started {
                     crate::tls::load_roots_in_background();
                 }
                 Some(
-                    crate::client::build(&cfg.api_key)
+                    crate::platform_client::build(&cfg.api_key)
                         .inspect_err(|e| log_error("configuration", e))?,
                 )
             }

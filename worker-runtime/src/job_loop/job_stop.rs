@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use crate::client::{self, Stop};
 use crate::handler::Handler;
 use crate::logging::job_span;
+use crate::platform_client::{self, Stop};
 use crate::retry::Backoff;
 
 /// A platform that answers job-stop at once instead of long-polling is asked at most this often.
@@ -25,7 +25,7 @@ pub(super) async fn watch_stops<H: Handler>(shared: Arc<Shared<H>>) {
     loop {
         shared.in_flight.wait_non_empty().await;
         let asked = Instant::now();
-        let answer = client::stop(&shared.client, url).await;
+        let answer = platform_client::stop(&shared.client, url).await;
         match answer {
             Ok(Stop::Jobs(ids)) => {
                 backoff.reset();

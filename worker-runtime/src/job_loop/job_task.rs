@@ -10,11 +10,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::{InFlight, Shared};
-use crate::client;
 use crate::final_body::{encode_final, log_outcome};
 use crate::handler::{Handler, Outcome};
 use crate::job::Job;
 use crate::logging::job_span;
+use crate::platform_client;
 use crate::report::Failure;
 
 pub(super) async fn run_job<H: Handler>(
@@ -100,7 +100,7 @@ pub(super) async fn run_job<H: Handler>(
             tokio::time::sleep(shared.retry.attempt).await;
         };
         let posted = tokio::select! {
-            posted = client::post(&shared.client, &url, &id, bytes, shared.retry) => Some(posted),
+            posted = platform_client::post(&shared.client, &url, &id, bytes, shared.retry) => Some(posted),
             () = last_chance => None,
         };
         let Some(posted) = posted else {

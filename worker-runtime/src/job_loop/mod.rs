@@ -29,11 +29,11 @@ use self::job_stop::watch_stops;
 use self::job_task::run_job;
 use self::outbound::HttpOutbound;
 use self::slots::Slots;
-use crate::client::{self, Take};
 use crate::config::PlatformConfig;
 use crate::control::Outbound;
 use crate::handler::Handler;
 use crate::limits::Limits;
+use crate::platform_client::{self, Take};
 use crate::retry::RetryPolicy;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 
@@ -196,7 +196,7 @@ pub(crate) async fn run<H: Handler>(
         let free = permits.len();
         let job_in_progress = !shared.in_flight.is_empty();
         let asked = std::time::Instant::now();
-        let take = client::take(&shared.client, &shared.cfg, free, job_in_progress);
+        let take = platform_client::take(&shared.client, &shared.cfg, free, job_in_progress);
         tokio::pin!(take);
         let taken = tokio::select! {
             taken = &mut take => taken,

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use reqwest::Client;
 
-use crate::client;
 use crate::control::{BoxFuture, Outbound};
+use crate::platform_client;
 use crate::retry::RetryPolicy;
 use crate::wire::Urls;
 
@@ -30,7 +30,7 @@ impl Outbound for HttpOutbound {
             ..self.retry
         };
         Box::pin(async move {
-            if let Err(e) = client::post(&self.client, &url, &job_id, body, retry).await {
+            if let Err(e) = platform_client::post(&self.client, &url, &job_id, body, retry).await {
                 tracing::warn!("a progress update was not delivered: {e}");
             }
         })
@@ -47,7 +47,7 @@ impl Outbound for HttpOutbound {
                         .to_owned(),
                 );
             };
-            client::post(&self.client, &url, &job_id, body, self.retry)
+            platform_client::post(&self.client, &url, &job_id, body, self.retry)
                 .await
                 .map_err(|e| format!("a stream chunk could not be delivered: {e}"))
         })

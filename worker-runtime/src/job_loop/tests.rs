@@ -82,7 +82,7 @@ impl Harness {
         options: LoopOptions,
     ) -> Harness {
         let cfg = PlatformConfig::from_env(&emulator.worker_env("w-features")).unwrap();
-        let client = crate::client::build(&cfg.api_key).unwrap();
+        let client = crate::platform_client::build(&cfg.api_key).unwrap();
         let (trigger, stop) = shutdown::channel();
         let loop_task = tokio::spawn(job_loop::run(
             handler,
