@@ -1,11 +1,15 @@
 //! `cargo run --release -p worker-bench`: this crate's worker side by side with the official
 //! Python SDK (runpod 1.12.0) and crates.io `runpod-sdk` 0.8.0, against the same in-process
-//! emulator, in the same run; plus the ceiling (a bare take-then-done client). Writes the
+//! platform, in the same run; plus the ceiling (a bare take-then-done client). Writes the
 //! table into BENCHMARKS.md between the `bench:begin`/`bench:end` markers.
 //!
+//! The platform is [`lean`] (the worker routes only, one thread, so that the ceiling is bounded
+//! by loopback and the client), or the project's emulator with `--platform emulator`; with the
+//! lean one the ceiling is also measured against the emulator, for its CPU per request.
+//!
 //! Every worker is a separate process with equivalent echo handlers. Per process: a fresh
-//! emulator with an `Observer` timestamping job-take requests, jobs handed out and final
-//! results; cold start (spawn → first job-take), warm-up, idle RSS, then the runs of its
+//! platform, timestamping job-take requests, jobs handed out and final results (the
+//! [`recorder`]), and counting the jobs the worker holds; cold start (spawn → first job-take), warm-up, idle RSS, then the runs of its
 //! concurrency (sequential latency at 1, a burst of trivial jobs, a burst of 100 ms jobs at 8
 //! and 64), then peak RSS (VmHWM). RSS is summed over the worker's process group (the Python
 //! SDK forks its heartbeat).
@@ -22,6 +26,7 @@
 mod embed;
 mod http;
 mod kind;
+mod lean;
 mod measure;
 mod peers;
 mod process;
@@ -35,6 +40,7 @@ use std::time::Instant;
 use clap::Parser;
 
 use crate::kind::Kind;
+use crate::measure::PlatformKind;
 use crate::peers::Paths;
 use crate::report::Report;
 
@@ -62,6 +68,9 @@ struct Args {
     /// Print the report only; leave BENCHMARKS.md as it is
     #[arg(long)]
     no_write: bool,
+    /// The platform the workers take jobs from: `lean` (the worker routes only) or `emulator`
+    #[arg(long, value_name = "NAME", default_value = "lean", value_parser = parse_platform)]
+    platform: PlatformKind,
     /// Instead of the echo table: serving a real model (the embed example's model, unbatched
     /// and batched) against the Python SDK with sentence-transformers
     #[arg(long)]
@@ -81,6 +90,14 @@ fn parse_kind(name: &str) -> Result<Kind, String> {
             let names: Vec<String> = Kind::ALL.iter().map(|k| k.slug()).collect();
             format!("not a worker; one of: {}", names.join(", "))
         })
+}
+
+fn parse_platform(name: &str) -> Result<PlatformKind, String> {
+    match name {
+        "lean" => Ok(PlatformKind::Lean),
+        "emulator" => Ok(PlatformKind::Emulator),
+        _ => Err("one of: lean, emulator".to_owned()),
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -168,9 +185,24 @@ async fn main() {
 
     let load_before = report::load_average();
     let started = Instant::now();
-    let samples = measure::all(&kinds, runs, &paths, quick).await;
+    let samples = measure::all(&kinds, runs, &paths, quick, args.platform).await;
+    // The ceiling against the emulator too: what it costs per request, for BENCHMARKS.md.
+    let emulator_samples = if args.platform == PlatformKind::Lean && kinds.contains(&Kind::Ceiling)
+    {
+        measure::all(
+            &[Kind::Ceiling],
+            runs,
+            &paths,
+            quick,
+            PlatformKind::Emulator,
+        )
+        .await
+    } else {
+        measure::Samples::new()
+    };
     let elapsed = started.elapsed();
-    let report = Report::new(&samples, runs, kinds, sizes, missing);
+    let report = Report::new(&samples, runs, kinds, sizes, missing)
+        .platform(args.platform, &emulator_samples);
     let out = report.render(quick, &load_before, elapsed);
     println!("{out}");
 
@@ -198,6 +230,11 @@ mod tests {
         Args::command().debug_assert();
         let args = Args::try_parse_from(["worker-bench", "--quick"]).expect("--quick");
         assert!(args.quick && args.runs.is_none() && args.only.is_none() && !args.no_write);
+        assert_eq!(args.platform, crate::measure::PlatformKind::Lean);
+        let args =
+            Args::try_parse_from(["worker-bench", "--platform", "emulator"]).expect("emulator");
+        assert_eq!(args.platform, crate::measure::PlatformKind::Emulator);
+        assert!(Args::try_parse_from(["worker-bench", "--platform", "fast"]).is_err());
         let args = Args::try_parse_from([
             "worker-bench",
             "--runs",

@@ -1,21 +1,24 @@
-//! The measurements: per worker and concurrency, a fresh emulator and process, then cold start,
-//! warm-up, idle RSS, sequential latency, a burst's tail, trivial and 100 ms bursts, CPU per job
-//! and peak RSS. Everything is timed on the platform side (see [`Recorder`]).
+//! The measurements: per worker and concurrency, a fresh platform (the lean one, or the
+//! emulator with `--platform emulator`) and process, then cold start, warm-up, idle RSS,
+//! sequential latency, a burst's tail, trivial and 100 ms bursts (with each job's latency and
+//! the most jobs held at once), CPU per job and peak RSS; and the platform's own CPU per
+//! request. Everything is timed on the platform side (see [`Recorder`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runpod_emulator::{Emulator, EmulatorHandle};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::kind::Kind;
+use crate::lean::{self, Lean};
 use crate::peers::Paths;
 use crate::process::spawn;
 use crate::recorder::Recorder;
 use crate::sampling::{cpu_seconds, rss};
 
-/// How long the emulator holds an empty job-take (the real platform's hold is not documented;
+/// How long the platform holds an empty job-take (the real platform's hold is not documented;
 /// short, so that a prefetching worker's held-back result shows without stalling the run).
 const TAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The "100 ms handler" of the sleep bursts.
@@ -24,15 +27,99 @@ pub(crate) const SLEEP_MS: u64 = 100;
 /// Every value of every metric, per worker, over all runs (the report takes medians).
 pub(crate) type Samples = BTreeMap<(Kind, &'static str), Vec<f64>>;
 
+/// Which platform the workers take their jobs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlatformKind {
+    /// [`lean`]: the worker routes only, one thread; the default.
+    Lean,
+    /// The project's emulator, as users load-test against it.
+    Emulator,
+}
+
+/// The platform under one worker process.
+enum Platform {
+    Lean(Lean),
+    Emulator(EmulatorHandle),
+}
+
+impl Platform {
+    async fn start(kind: PlatformKind, recorder: Arc<Recorder>) -> Platform {
+        match kind {
+            PlatformKind::Lean => Platform::Lean(Lean::start(recorder, TAKE_TIMEOUT)),
+            PlatformKind::Emulator => Platform::Emulator(
+                Emulator::builder()
+                    .bind("127.0.0.1:0")
+                    .take_timeout(TAKE_TIMEOUT)
+                    .ping_interval(Duration::from_secs(10))
+                    .worker_timeout(Duration::from_secs(60))
+                    .observer(recorder)
+                    .build()
+                    .await
+                    .expect("the emulator starts"),
+            ),
+        }
+    }
+
+    fn worker_env(&self) -> Vec<(String, String)> {
+        match self {
+            Platform::Lean(lean) => lean.worker_env("bench"),
+            Platform::Emulator(emulator) => emulator.worker_env("bench"),
+        }
+    }
+
+    fn submit(&self, input: &Value) -> String {
+        match self {
+            Platform::Lean(lean) => lean.submit(input),
+            Platform::Emulator(emulator) => {
+                emulator.submit(json!({ "input": input })).expect("submit")
+            }
+        }
+    }
+
+    async fn purge(&self) {
+        match self {
+            Platform::Lean(lean) => lean.purge(),
+            Platform::Emulator(emulator) => {
+                let _ = reqwest::Client::new()
+                    .post(format!("{}/purge-queue", emulator.endpoint_url()))
+                    .send()
+                    .await;
+            }
+        }
+    }
+
+    /// The platform's CPU seconds so far: the lean platform's thread, or this whole process
+    /// for the emulator (which is most of what it does while a burst runs).
+    fn cpu_seconds(&self) -> f64 {
+        match self {
+            Platform::Lean(lean) => lean.cpu_seconds(),
+            Platform::Emulator(_) => lean::process_cpu_seconds(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Platform::Lean(lean) => drop(lean),
+            Platform::Emulator(emulator) => emulator.shutdown().await,
+        }
+    }
+}
+
 /// Measure every kind at each of its concurrencies, `runs` times over.
-pub(crate) async fn all(kinds: &[Kind], runs: usize, paths: &Paths, quick: bool) -> Samples {
+pub(crate) async fn all(
+    kinds: &[Kind],
+    runs: usize,
+    paths: &Paths,
+    quick: bool,
+    platform: PlatformKind,
+) -> Samples {
     let mut samples = Samples::new();
     for run in 0..runs {
         for &kind in kinds {
             let mut peak: f64 = 0.0;
             for &c in kind.concurrencies() {
                 eprint!("run {}/{runs}: {} at concurrency {c}", run + 1, kind.name());
-                let this = measure(kind, c, paths, quick, &mut samples).await;
+                let this = measure(kind, c, paths, quick, platform, &mut samples).await;
                 eprintln!(" (peak RSS {this:.1} MB)");
                 peak = peak.max(this);
             }
@@ -82,10 +169,10 @@ fn budget(kind: Kind, c: usize, quick: bool) -> Budget {
     }
 }
 
-/// One worker process under test: its emulator, the platform-side timestamps, and where its
+/// One worker process under test: its platform, the platform-side timestamps, and where its
 /// samples go.
 struct Run<'a> {
-    emulator: EmulatorHandle,
+    platform: Platform,
     recorder: Arc<Recorder>,
     samples: &'a mut Samples,
     kind: Kind,
@@ -99,17 +186,11 @@ impl Run<'_> {
             .push(value);
     }
 
-    fn submit(&self, n: usize, input: impl Fn(usize) -> serde_json::Value) -> Vec<String> {
-        (0..n)
-            .map(|i| {
-                self.emulator
-                    .submit(json!({ "input": input(i) }))
-                    .expect("submit")
-            })
-            .collect()
+    fn submit(&self, n: usize, input: impl Fn(usize) -> Value) -> Vec<String> {
+        (0..n).map(|i| self.platform.submit(&input(i))).collect()
     }
 
-    /// Final results received so far (all jobs of this emulator).
+    /// Final results received so far (all jobs of this platform).
     fn finished_count(&self) -> usize {
         self.recorder.lock().finished.len()
     }
@@ -129,11 +210,7 @@ impl Run<'_> {
 
     /// Drop what is still queued and let running jobs finish (bounded).
     async fn drain(&self, ids: &[String]) {
-        let http = reqwest::Client::new();
-        let _ = http
-            .post(format!("{}/purge-queue", self.emulator.endpoint_url()))
-            .send()
-            .await;
+        self.platform.purge().await;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let busy = {
@@ -184,8 +261,47 @@ impl Run<'_> {
         });
         let done = self.wait(base, ids.len(), started + limit).await;
         let rate = self.rate(&ids, c, done >= ids.len());
+        if !sleep {
+            self.job_latencies(&ids, c);
+        }
         self.drain(&ids).await;
         rate
+    }
+
+    /// Each finished job's handed-out → final result time in a trivial burst at concurrency
+    /// `c`, as p50 and p99: what one job costs while every slot is busy.
+    fn job_latencies(&mut self, ids: &[String], c: usize) {
+        let e = self.recorder.lock();
+        let mut ms: Vec<f64> = ids
+            .iter()
+            .filter_map(|id| Some(e.finished.get(id)?.duration_since(*e.handed.get(id)?)))
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        drop(e);
+        if ms.len() < 100 {
+            return;
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        let (p50, p99) = match c {
+            1 => ("burst_p50_c1", "burst_p99_c1"),
+            8 => ("burst_p50_c8", "burst_p99_c8"),
+            _ => ("burst_p50_c64", "burst_p99_c64"),
+        };
+        self.record(p50, at(0.5));
+        self.record(p99, at(0.99));
+    }
+
+    /// Requests the platform answered so far (for the emulator: job-takes and final results,
+    /// which is all a trivial burst sends besides the odd ping).
+    fn platform_requests(&self) -> u64 {
+        match &self.platform {
+            Platform::Lean(lean) => lean.requests(),
+            Platform::Emulator(_) => {
+                let e = self.recorder.lock();
+                e.takes + e.finished.len() as u64
+            }
+        }
     }
 
     /// A short burst (queued at once): is its last job's result held back, e.g. by a
@@ -214,10 +330,7 @@ impl Run<'_> {
         let mut overheads = Vec::new();
         for i in 0..b.sequential {
             let base = self.finished_count();
-            let id = self
-                .emulator
-                .submit(json!({"input": {"n": i}}))
-                .expect("submit");
+            let id = self.platform.submit(&json!({ "n": i }));
             let ids = [id];
             if self.wait(base, 1, deadline + TAKE_TIMEOUT * 2).await == 0 {
                 break;
@@ -243,23 +356,22 @@ impl Run<'_> {
     }
 }
 
-/// Start `kind` with `c` slots on a fresh emulator and measure it. Returns its peak RSS.
-async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut Samples) -> f64 {
+/// Start `kind` with `c` slots on a fresh platform and measure it. Returns its peak RSS.
+async fn measure(
+    kind: Kind,
+    c: usize,
+    paths: &Paths,
+    quick: bool,
+    platform: PlatformKind,
+    samples: &mut Samples,
+) -> f64 {
     let recorder = Arc::new(Recorder::default());
-    let emulator = Emulator::builder()
-        .bind("127.0.0.1:0")
-        .take_timeout(TAKE_TIMEOUT)
-        .ping_interval(Duration::from_secs(10))
-        .worker_timeout(Duration::from_secs(60))
-        .observer(recorder.clone())
-        .build()
-        .await
-        .expect("the emulator starts");
+    let platform = Platform::start(platform, recorder.clone()).await;
     let spawned = Instant::now();
-    let process = spawn(kind, c, paths, &emulator);
+    let process = spawn(kind, c, paths, platform.worker_env());
     let pgid = process.pgid();
     let mut run = Run {
-        emulator,
+        platform,
         recorder,
         samples,
         kind,
@@ -295,8 +407,10 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
         run.sequential(b).await;
         run.tail(if kind.python() { 3 } else { 200 }).await;
     }
-    let (tput_metric, cpu_metric) = burst_metrics(c);
+    let (tput_metric, cpu_metric, platform_metric) = burst_metrics(c);
     let (cpu_before, done_before) = (cpu_seconds(pgid), run.finished_count());
+    let (platform_cpu_before, requests_before) =
+        (run.platform.cpu_seconds(), run.platform_requests());
     if let Some(rate) = run.burst(c, b, false).await {
         run.record(tput_metric, rate);
     }
@@ -306,6 +420,10 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
     if jobs >= 100 {
         let us = (cpu_seconds(pgid) - cpu_before) * 1e6 / jobs as f64;
         run.record(cpu_metric, us);
+        let requests = run.platform_requests() - requests_before;
+        let platform_us =
+            (run.platform.cpu_seconds() - platform_cpu_before) * 1e6 / requests.max(1) as f64;
+        run.record(platform_metric, platform_us);
     }
     if c > 1
         && kind != Kind::OursQuiet
@@ -314,16 +432,26 @@ async fn measure(kind: Kind, c: usize, paths: &Paths, quick: bool, samples: &mut
         run.record(if c == 8 { "sleep_c8" } else { "sleep_c64" }, rate);
     }
     let peak = rss(pgid).1;
+    let held = run.recorder.lock().held_max as f64;
+    run.record(
+        match c {
+            1 => "held_c1",
+            8 => "held_c8",
+            _ => "held_c64",
+        },
+        held,
+    );
     drop(process);
-    run.emulator.shutdown().await;
+    run.platform.shutdown().await;
     peak
 }
 
-/// The metrics of a trivial burst at concurrency `c`: (throughput, CPU per job).
-fn burst_metrics(c: usize) -> (&'static str, &'static str) {
+/// The metrics of a trivial burst at concurrency `c`: (throughput, the worker's CPU per job,
+/// the platform's CPU per request).
+fn burst_metrics(c: usize) -> (&'static str, &'static str, &'static str) {
     match c {
-        1 => ("tput_c1", "cpu_c1"),
-        8 => ("tput_c8", "cpu_c8"),
-        _ => ("tput_c64", "cpu_c64"),
+        1 => ("tput_c1", "cpu_c1", "platform_cpu_c1"),
+        8 => ("tput_c8", "cpu_c8", "platform_cpu_c8"),
+        _ => ("tput_c64", "cpu_c64", "platform_cpu_c64"),
     }
 }

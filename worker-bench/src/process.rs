@@ -5,8 +5,6 @@
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 
-use runpod_emulator::EmulatorHandle;
-
 use crate::kind::Kind;
 use crate::peers::Paths;
 
@@ -34,9 +32,14 @@ impl Drop for Process {
     }
 }
 
-/// Start `kind` with `c` slots against `emulator`; its output goes to
-/// `target/bench/logs/<slug>-c<c>.log`.
-pub(crate) fn spawn(kind: Kind, c: usize, paths: &Paths, emulator: &EmulatorHandle) -> Process {
+/// Start `kind` with `c` slots against the platform `platform_env` points at; its output goes
+/// to `target/bench/logs/<slug>-c<c>.log`.
+pub(crate) fn spawn(
+    kind: Kind,
+    c: usize,
+    paths: &Paths,
+    platform_env: Vec<(String, String)>,
+) -> Process {
     let mut cmd = match kind {
         Kind::Ceiling => Command::new(paths.release.join("bench-ceiling")),
         Kind::Ours | Kind::OursQuiet | Kind::OursCurrentThread => {
@@ -55,7 +58,7 @@ pub(crate) fn spawn(kind: Kind, c: usize, paths: &Paths, emulator: &EmulatorHand
     let file = std::fs::File::create(&log).expect("a log file");
     let home = paths.bench.join("home");
     let _ = std::fs::create_dir_all(&home);
-    cmd.envs(emulator.worker_env("bench"))
+    cmd.envs(platform_env)
         .env("BENCH_CONCURRENCY", c.to_string())
         .env(
             "BENCH_RUNTIME",

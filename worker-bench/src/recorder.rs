@@ -14,6 +14,12 @@ pub(crate) struct Events {
     pub(crate) first_take: Option<Instant>,
     pub(crate) handed: HashMap<String, Instant>,
     pub(crate) finished: HashMap<String, Instant>,
+    /// Job-take requests (single and batch) so far.
+    pub(crate) takes: u64,
+    /// Jobs handed out and not finished now, and the most there ever were: the platform's
+    /// view of how many jobs the worker holds.
+    pub(crate) held: usize,
+    pub(crate) held_max: usize,
 }
 
 #[derive(Debug, Default)]
@@ -32,15 +38,27 @@ impl Recorder {
 impl Observer for Recorder {
     fn take_requested(&self, _worker_id: &str) {
         let now = Instant::now();
-        self.lock().first_take.get_or_insert(now);
+        let mut events = self.lock();
+        events.first_take.get_or_insert(now);
+        events.takes += 1;
     }
     fn job_handed(&self, job_id: &str) {
         let now = Instant::now();
-        self.lock().handed.insert(job_id.to_owned(), now);
+        let mut events = self.lock();
+        if events.handed.insert(job_id.to_owned(), now).is_none() {
+            events.held += 1;
+            events.held_max = events.held_max.max(events.held);
+        }
     }
     fn job_finished(&self, job_id: &str) {
         let now = Instant::now();
-        self.lock().finished.insert(job_id.to_owned(), now);
+        let mut events = self.lock();
+        if events.finished.insert(job_id.to_owned(), now).is_none()
+            && events.handed.contains_key(job_id)
+        {
+            events.held -= 1;
+        }
+        drop(events);
         self.finished.notify_waiters();
     }
 }

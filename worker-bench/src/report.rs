@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::kind::Kind;
-use crate::measure::{SLEEP_MS, Samples};
+use crate::measure::{PlatformKind, SLEEP_MS, Samples};
 use crate::peers::{RUNPOD_PY, RUNPOD_SDK};
 
 const BEGIN: &str = "<!-- bench:begin (written by `cargo run --release -p worker-bench`) -->";
@@ -84,6 +84,12 @@ fn fmt_num(v: f64) -> String {
 /// What the run found: a median per worker and metric, plus what the table needs besides.
 pub(crate) struct Report {
     medians: BTreeMap<(Kind, &'static str), f64>,
+    /// The largest value over the runs (the held-jobs figure and cold start's target are about
+    /// every run, not the median one).
+    maxima: BTreeMap<(Kind, &'static str), f64>,
+    platform: PlatformKind,
+    /// The ceiling against the emulator, when the table's platform is the lean one.
+    emulator: BTreeMap<(Kind, &'static str), f64>,
     runs: usize,
     /// The workers measured (the table's columns, in its own order).
     kinds: Vec<Kind>,
@@ -105,13 +111,31 @@ impl Report {
             .iter()
             .filter_map(|(k, v)| median(v).map(|m| (*k, m)))
             .collect();
+        let maxima = samples
+            .iter()
+            .filter_map(|(k, v)| v.iter().copied().reduce(f64::max).map(|m| (*k, m)))
+            .collect();
         Report {
             medians,
+            maxima,
+            platform: PlatformKind::Emulator,
+            emulator: BTreeMap::new(),
             runs,
             kinds,
             sizes,
             missing,
         }
+    }
+
+    /// The platform the table was measured on, and the ceiling's samples against the emulator
+    /// (empty when not measured).
+    pub(crate) fn platform(mut self, platform: PlatformKind, emulator: &Samples) -> Report {
+        self.platform = platform;
+        self.emulator = emulator
+            .iter()
+            .filter_map(|(k, v)| median(v).map(|m| (*k, m)))
+            .collect();
+        self
     }
 
     /// The whole block for BENCHMARKS.md, markers included: how it was run, on what, the table,
@@ -125,12 +149,12 @@ impl Report {
             "Command: `cargo run --release -p worker-bench{}` (from a clean clone; it builds the \
              workers, the runpod-sdk {RUNPOD_SDK} echo under `target/bench/` and a venv with \
              runpod=={RUNPOD_PY}).",
-            if quick {
-                " -- --quick"
-            } else if self.runs != 3 {
-                " -- --runs N"
-            } else {
-                ""
+            match (quick, self.runs != 3, self.platform) {
+                (true, _, PlatformKind::Lean) => " -- --quick",
+                (true, _, PlatformKind::Emulator) => " -- --quick --platform emulator",
+                (false, true, _) => " -- --runs N",
+                (false, false, PlatformKind::Emulator) => " -- --platform emulator",
+                (false, false, PlatformKind::Lean) => "",
             }
         );
         let _ = writeln!(out);
@@ -144,6 +168,14 @@ impl Report {
         let _ = writeln!(out);
         out.push_str(&self.table());
         let _ = writeln!(out);
+        out.push_str(&self.platform_note());
+        let _ = writeln!(out);
+        let targets = self.targets();
+        if !targets.is_empty() {
+            let _ = writeln!(out, "Targets (ratios in this run):\n");
+            out.push_str(&targets);
+            let _ = writeln!(out);
+        }
         let logging = self.logging();
         if !logging.is_empty() {
             let _ = writeln!(out, "Logging (ours):\n");
@@ -203,6 +235,16 @@ impl Report {
                 false,
             ),
             ("per-job overhead p99 (ms)", "ovh_p99_ms", false),
+            (
+                "per-job latency in a trivial burst, concurrency 8, p50 (ms)",
+                "burst_p50_c8",
+                false,
+            ),
+            (
+                "per-job latency in a trivial burst, concurrency 8, p99 (ms)",
+                "burst_p99_c8",
+                false,
+            ),
             (
                 "last job of a burst, handed-out → final result, concurrency 1 (ms)",
                 "tail_ms",
@@ -288,6 +330,23 @@ impl Report {
                 ratio(best_py)
             );
         }
+        // The platform's count of jobs handed out and not finished, at its largest in any run.
+        let _ = write!(
+            t,
+            "| most jobs held at once, concurrency 1 / 8 / 64 (the platform's count, any run) |"
+        );
+        for k in &cols {
+            let held: Vec<String> = ["held_c1", "held_c8", "held_c64"]
+                .iter()
+                .map(|m| {
+                    self.max(*k, m)
+                        .map(|v| format!("{v:.0}"))
+                        .unwrap_or("–".into())
+                })
+                .collect();
+            let _ = write!(t, " {} |", held.join(" / "));
+        }
+        let _ = writeln!(t, " | |");
         let _ = write!(t, "| release binary, stripped (MB) |");
         for k in &cols {
             let cell = self.sizes.get(k).map(|v| fmt_num(*v)).unwrap_or("–".into());
@@ -303,6 +362,162 @@ impl Report {
             " {} | {} |",
             size_ratio(self.sizes.get(&Kind::RunpodSdk)),
             size_ratio(best_py)
+        );
+        t
+    }
+
+    fn max(&self, kind: Kind, metric: &str) -> Option<f64> {
+        self.maxima
+            .iter()
+            .find(|((k, m), _)| *k == kind && *m == metric)
+            .map(|(_, v)| *v)
+    }
+
+    /// How the ceiling was measured: on which platform, at what CPU per request.
+    fn platform_note(&self) -> String {
+        let mut t = String::new();
+        let cpu = |c1: Option<f64>, c8: Option<f64>| match (c1, c8) {
+            (Some(a), Some(b)) => {
+                format!("{} µs at concurrency 1, {} µs at 8", fmt_num(a), fmt_num(b))
+            }
+            _ => "not measured".to_owned(),
+        };
+        let at = |m: &BTreeMap<(Kind, &'static str), f64>, metric: &str| {
+            m.iter()
+                .find(|((k, name), _)| *k == Kind::Ceiling && *name == metric)
+                .map(|(_, v)| *v)
+        };
+        match self.platform {
+            PlatformKind::Lean => {
+                let _ = write!(
+                    t,
+                    "Platform: the lean one (`worker-bench/src/lean.rs`: the worker routes only, \
+                     hand-written HTTP/1.1 on one thread); its CPU per request while the ceiling \
+                     ran: {}.",
+                    cpu(
+                        at(&self.medians, "platform_cpu_c1"),
+                        at(&self.medians, "platform_cpu_c8")
+                    )
+                );
+                if let (Some(c1), Some(c8)) =
+                    (at(&self.emulator, "tput_c1"), at(&self.emulator, "tput_c8"))
+                {
+                    let _ = write!(
+                        t,
+                        " Against the emulator (`--platform emulator`) the ceiling does {} jobs/s \
+                         at concurrency 1 and {} at 8, the emulator costing {} of CPU per request \
+                         (the benchmark's whole process, which is the emulator's threads while a \
+                         burst runs).",
+                        fmt_num(c1),
+                        fmt_num(c8),
+                        cpu(
+                            at(&self.emulator, "platform_cpu_c1"),
+                            at(&self.emulator, "platform_cpu_c8")
+                        )
+                    );
+                }
+            }
+            PlatformKind::Emulator => {
+                let _ = write!(
+                    t,
+                    "Platform: the emulator; its CPU per request while the ceiling ran (the \
+                     benchmark's whole process): {}.",
+                    cpu(
+                        at(&self.medians, "platform_cpu_c1"),
+                        at(&self.medians, "platform_cpu_c8")
+                    )
+                );
+            }
+        }
+        let _ = writeln!(t);
+        t
+    }
+
+    /// The per-job overhead targets, each with its figure, its ratio and whether it holds.
+    fn targets(&self) -> String {
+        let mut t = String::new();
+        let ours = |m: &str| self.get(Kind::Ours, m);
+        let mut line = |what: String, holds: Option<bool>| {
+            let verdict = match holds {
+                Some(true) => "**holds**",
+                Some(false) => "**missed**",
+                None => "not measured",
+            };
+            let _ = writeln!(t, "- {what}: {verdict}");
+        };
+        for (c, metric) in [(1, "tput_c1"), (8, "tput_c8")] {
+            let (o, ceil) = (ours(metric), self.get(Kind::Ceiling, metric));
+            let ratio = o.zip(ceil).map(|(o, c)| o / c);
+            line(
+                format!(
+                    "trivial echo at concurrency {c} ≥ 0.8 × the ceiling: {} jobs/s against {} ({})",
+                    o.map(fmt_num).unwrap_or("–".into()),
+                    ceil.map(fmt_num).unwrap_or("–".into()),
+                    ratio.map(|r| format!("{r:.2} ×")).unwrap_or("–".into())
+                ),
+                ratio.map(|r| r >= 0.8),
+            );
+        }
+        for (c, metric) in [(1, "ovh_p50_ms"), (8, "burst_p50_c8")] {
+            let (o, sdk) = (ours(metric), self.get(Kind::RunpodSdk, metric));
+            line(
+                format!(
+                    "per-job p50 at concurrency {c} ≤ runpod-sdk's: {} ms against {} ms ({})",
+                    o.map(fmt_num).unwrap_or("–".into()),
+                    sdk.map(fmt_num).unwrap_or("–".into()),
+                    o.zip(sdk)
+                        .map(|(o, s)| format!("{:.2} ×", o / s))
+                        .unwrap_or("–".into())
+                ),
+                o.zip(sdk).map(|(o, s)| o <= s),
+            );
+        }
+        for (c, metric) in [(1, "ovh_p99_ms"), (8, "burst_p99_c8")] {
+            let o = ours(metric);
+            line(
+                format!(
+                    "per-job p99 at concurrency {c} < 0.5 ms: {} ms",
+                    o.map(fmt_num).unwrap_or("–".into())
+                ),
+                o.map(|o| o < 0.5),
+            );
+        }
+        for (what, metric) in [("idle RSS", "idle_rss_mb"), ("peak RSS", "peak_rss_mb")] {
+            let (o, sdk) = (ours(metric), self.get(Kind::RunpodSdk, metric));
+            line(
+                format!(
+                    "{what} ≤ runpod-sdk's: {} MB against {} MB",
+                    o.map(fmt_num).unwrap_or("–".into()),
+                    sdk.map(fmt_num).unwrap_or("–".into())
+                ),
+                o.zip(sdk).map(|(o, s)| o <= s),
+            );
+        }
+        let cold = self.max(Kind::Ours, "cold_ms");
+        line(
+            format!(
+                "cold start ≤ 5 ms in every run: at most {} ms",
+                cold.map(fmt_num).unwrap_or("–".into())
+            ),
+            cold.map(|c| c <= 5.0),
+        );
+        let held: Vec<(usize, Option<f64>)> = [(1, "held_c1"), (8, "held_c8"), (64, "held_c64")]
+            .into_iter()
+            .map(|(c, m)| (c, self.max(Kind::Ours, m)))
+            .collect();
+        let all_held = held.iter().all(|(_, h)| h.is_some());
+        line(
+            format!(
+                "never more jobs held than the concurrency: {}",
+                held.iter()
+                    .map(|(c, h)| format!(
+                        "{} at {c}",
+                        h.map(|h| format!("{h:.0}")).unwrap_or("–".into())
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            all_held.then(|| held.iter().all(|(c, h)| h.unwrap_or(0.0) <= *c as f64)),
         );
         t
     }
