@@ -48,8 +48,10 @@ pub(crate) fn start(cfg: &PlatformConfig, in_flight: Arc<InFlight>) {
 }
 
 async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
+    // Pings go through reqwest on this thread's own runtime: they are few, and off the path of
+    // a job.
     let client = match crate::platform_client::build(&cfg.api_key) {
-        Ok(c) => c,
+        Ok(c) => c.reqwest().clone(),
         Err(e) => {
             tracing::error!("could not build the heartbeat client: {e}");
             return;
@@ -139,7 +141,7 @@ impl Failures {
 /// Tell the platform that a start-up check failed (`status=unhealthy&check=…&reason=…`),
 /// waiting at most two seconds.
 pub(crate) async fn report_unhealthy(
-    client: &reqwest::Client,
+    client: &crate::platform_client::Client,
     cfg: &PlatformConfig,
     check: &str,
     reason: &str,
@@ -147,7 +149,13 @@ pub(crate) async fn report_unhealthy(
     let Some(url) = cfg.urls.unhealthy(check, reason) else {
         return;
     };
-    match client.get(url).timeout(Duration::from_secs(2)).send().await {
+    match client
+        .reqwest()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    {
         Ok(_) => tracing::info!("reported the failed {check} check to the platform"),
         Err(e) => tracing::warn!("could not report the failed {check} check to the platform: {e}"),
     }

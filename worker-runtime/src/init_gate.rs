@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use reqwest::Client;
+use crate::platform_client::Client;
 
 use crate::config::PlatformConfig;
 use crate::control::Control;

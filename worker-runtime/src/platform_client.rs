@@ -1,11 +1,18 @@
-//! The HTTP client to the platform: one keep-alive connection pool for the life of the worker,
-//! the job-take and job-stop requests, and posts that retry with back-off. What goes on the
-//! wire (URLs, bodies, headers, how answers are read) is `wire`'s.
+//! The HTTP client to the platform: keep-alive connections for the life of the worker, the
+//! job-take and job-stop requests, and posts that retry with back-off. What goes on the wire
+//! (URLs, bodies, headers, how answers are read) is `wire`'s.
+//!
+//! Requests go on connections their own task drives ([`direct`]); reqwest serves them when a
+//! proxy is configured, and serves the heartbeat (its own thread) always.
 
+mod direct;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
-use reqwest::{Client, StatusCode, Url};
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::{Method, StatusCode, Url};
 
 use crate::config::PlatformConfig;
 use crate::job::Job;
@@ -14,6 +21,54 @@ use crate::wire::{self, parse_jobs, parse_stop, snippet, user_agent};
 
 /// How long a job-take long-poll may take before we give up on it and ask again.
 const TAKE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The platform client: its own connections, or reqwest's behind a proxy.
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    reqwest: reqwest::Client,
+    direct: Option<Arc<direct::Connections>>,
+}
+
+impl Client {
+    /// The reqwest client with the platform's headers (the heartbeat's, and the fallback).
+    pub(crate) fn reqwest(&self) -> &reqwest::Client {
+        &self.reqwest
+    }
+
+    /// One request, no retry: its answer, read whole, or why there was none.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<direct::Answer, RequestError> {
+        if let Some(direct) = &self.direct {
+            return direct
+                .request(method, url, extra, body, timeout)
+                .await
+                .map_err(|e| RequestError::Transport(Box::new(e)));
+        }
+        let mut request = self.reqwest.request(method, url.clone()).timeout(timeout);
+        for (name, value) in extra {
+            request = request.header(name.clone(), value.clone());
+        }
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        let transport = |e: reqwest::Error| RequestError::Transport(Box::new(e));
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport)?;
+        Ok(direct::Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
 
 /// Build the shared HTTP client with the platform's headers.
 pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
@@ -34,7 +89,9 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
         HeaderValue::from_str(&user_agent())
             .unwrap_or(HeaderValue::from_static("RunPod-Rust-Worker")),
     );
-    Client::builder()
+    headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"));
+    let direct = direct::Connections::new(headers.clone(), tls.clone()).map(Arc::new);
+    let reqwest = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .default_headers(headers)
         .connect_timeout(Duration::from_secs(10))
@@ -43,7 +100,8 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
         .build()
         .map_err(|e| {
             crate::Error::config(format!("could not build the HTTP client: {e}")).with_source(e)
-        })
+        })?;
+    Ok(Client { reqwest, direct })
 }
 
 /// What a job-take request gave.
@@ -62,7 +120,7 @@ pub(crate) enum Take {
 #[derive(Debug)]
 pub(crate) enum RequestError {
     /// No answer: connection refused, reset, timed out.
-    Transport(reqwest::Error),
+    Transport(Box<dyn std::error::Error + Send + Sync>),
     /// An HTTP error status, with the start of the response body.
     Status(StatusCode, String),
 }
@@ -70,7 +128,7 @@ pub(crate) enum RequestError {
 impl std::fmt::Display for RequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RequestError::Transport(e) => f.write_str(&crate::error::chain(e)),
+            RequestError::Transport(e) => f.write_str(&crate::error::chain(e.as_ref())),
             RequestError::Status(status, body) if body.is_empty() => write!(f, "HTTP {status}"),
             RequestError::Status(status, body) => write!(f, "HTTP {status}: {body}"),
         }
@@ -100,34 +158,28 @@ pub(crate) async fn take(
 ) -> Result<Take, RequestError> {
     let url = cfg.urls.take(free, job_in_progress);
     tracing::trace!(url = %url, "job-take");
-    let response = client
-        .get(url)
-        .timeout(TAKE_TIMEOUT)
-        .send()
-        .await
-        .map_err(RequestError::Transport)?;
-    let status = response.status();
-    match status {
+    let answer = client
+        .send(Method::GET, &url, &[], Bytes::new(), TAKE_TIMEOUT)
+        .await?;
+    match answer.status {
         // 204: nothing queued. 400: what the platform answers with FlashBoot when idle.
-        StatusCode::NO_CONTENT => return Ok(Take::Jobs(Vec::new())),
-        StatusCode::BAD_REQUEST => return Ok(Take::BadRequest),
+        StatusCode::NO_CONTENT => Ok(Take::Jobs(Vec::new())),
+        StatusCode::BAD_REQUEST => Ok(Take::BadRequest),
         StatusCode::TOO_MANY_REQUESTS => {
-            let wait = response
-                .headers()
+            let wait = answer
+                .headers
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            return Ok(Take::TooManyRequests(wait));
+            Ok(Take::TooManyRequests(wait))
         }
-        s if !s.is_success() => {
-            let body = response.text().await.unwrap_or_default();
-            return Err(RequestError::Status(s, snippet(&body)));
-        }
-        _ => {}
+        s if !s.is_success() => Err(RequestError::Status(
+            s,
+            snippet(&String::from_utf8_lossy(&answer.body)),
+        )),
+        _ => Ok(Take::Jobs(parse_jobs(&answer.body))),
     }
-    let body = response.bytes().await.map_err(RequestError::Transport)?;
-    Ok(Take::Jobs(parse_jobs(&body)))
 }
 
 /// What a job-stop request gave.
@@ -141,23 +193,18 @@ pub(crate) enum Stop {
 
 /// Ask the platform which running jobs to stop (a long-poll).
 pub(crate) async fn stop(client: &Client, url: &Url) -> Result<Stop, RequestError> {
-    let response = client
-        .get(url.clone())
-        .timeout(TAKE_TIMEOUT)
-        .send()
-        .await
-        .map_err(RequestError::Transport)?;
-    match response.status() {
-        StatusCode::NO_CONTENT => return Ok(Stop::Jobs(Vec::new())),
-        StatusCode::TOO_MANY_REQUESTS => return Ok(Stop::TooManyRequests),
-        s if !s.is_success() => {
-            let body = response.text().await.unwrap_or_default();
-            return Err(RequestError::Status(s, snippet(&body)));
-        }
-        _ => {}
+    let answer = client
+        .send(Method::GET, url, &[], Bytes::new(), TAKE_TIMEOUT)
+        .await?;
+    match answer.status {
+        StatusCode::NO_CONTENT => Ok(Stop::Jobs(Vec::new())),
+        StatusCode::TOO_MANY_REQUESTS => Ok(Stop::TooManyRequests),
+        s if !s.is_success() => Err(RequestError::Status(
+            s,
+            snippet(&String::from_utf8_lossy(&answer.body)),
+        )),
+        _ => Ok(Stop::Jobs(parse_stop(&answer.body))),
     }
-    let body = response.bytes().await.map_err(RequestError::Transport)?;
-    Ok(Stop::Jobs(parse_stop(&body)))
 }
 
 /// POST a JSON body to a job-done or job-stream URL, retrying transport errors, 5xx and 429
@@ -174,24 +221,23 @@ pub(crate) async fn post(
     // Made on the first failure: a post that is answered at once builds no back-off.
     let mut delays = None;
     let mut attempt = 1u32;
+    let headers = wire::post_headers(job_id);
+    let body = Bytes::from(body);
     loop {
-        let mut request = client.post(url.clone());
-        for (name, value) in wire::post_headers(job_id) {
-            request = request.header(name, value);
-        }
         // Every attempt is bounded, within what is left of the whole budget: a connection that
         // accepts the request and never answers must not hold the job forever.
         let left = policy.total.saturating_sub(started.elapsed());
         let bound = policy.attempt.min(left).max(Duration::from_millis(100));
-        let result = request.body(body.clone()).timeout(bound).send().await;
-        let error = match result {
-            Ok(response) if response.status().is_success() => return Ok(()),
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                RequestError::Status(status, snippet(&text))
-            }
-            Err(e) => RequestError::Transport(e),
+        let error = match client
+            .send(Method::POST, url, &headers, body.clone(), bound)
+            .await
+        {
+            Ok(answer) if answer.status.is_success() => return Ok(()),
+            Ok(answer) => RequestError::Status(
+                answer.status,
+                snippet(&String::from_utf8_lossy(&answer.body)),
+            ),
+            Err(e) => e,
         };
         let delay = delays
             .get_or_insert_with(|| policy.delays())

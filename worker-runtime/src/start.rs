@@ -419,7 +419,7 @@ pub async fn run<H: Handler>(handler: H) -> ExitCode {
 struct Started {
     mode: Mode,
     /// The platform client, built once (production only).
-    client: Option<reqwest::Client>,
+    client: Option<crate::platform_client::Client>,
     limits: Limits,
 }
 
@@ -735,7 +735,7 @@ impl Process {
 pub(crate) async fn run_loop_from<H: Handler>(
     handler: H,
     cfg: PlatformConfig,
-    client: reqwest::Client,
+    client: crate::platform_client::Client,
     options: LoopOptions,
     limits: Limits,
     process: Process,

@@ -22,7 +22,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Client;
+use crate::platform_client::Client;
 use tokio::task::JoinSet;
 
 use self::job_stop::watch_stops;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::Client;
+use crate::platform_client::Client;
 
 use crate::control::{BoxFuture, Outbound};
 use crate::platform_client;
