@@ -138,7 +138,7 @@ impl fmt::Display for ClientError {
                 error,
                 maybe_submitted,
             } => {
-                write!(f, "{request} failed: {}", chain(error))?;
+                write!(f, "{request} failed: {}", crate::error::chain(error))?;
                 if error.is_connect() {
                     f.write_str(" (is the endpoint's server running, and the base URL right?)")?;
                 }
@@ -189,21 +189,6 @@ impl StdError for ClientError {
             _ => None,
         }
     }
-}
-
-/// An error and its sources on one line (reqwest's own message is only "error sending request").
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 /// A job that ended without an output: its state and the worker's error report.
