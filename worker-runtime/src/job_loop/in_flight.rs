@@ -21,10 +21,15 @@ impl InFlight {
     }
 
     pub(crate) fn remove(&self, id: &str) {
-        let mut jobs = self.lock();
-        if let Some(pos) = jobs.iter().position(|j| j.id() == id) {
-            jobs.remove(pos);
-        }
+        let removed = {
+            let mut jobs = self.lock();
+            jobs.iter()
+                .position(|j| j.id() == id)
+                .map(|pos| jobs.remove(pos))
+        };
+        // Often the job's last clone: its input is freed here, not while the heartbeat and the
+        // job loop wait for the lock.
+        drop(removed);
     }
 
     pub(super) fn get(&self, id: &str) -> Option<Job> {
