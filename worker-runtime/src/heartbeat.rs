@@ -48,10 +48,9 @@ pub(crate) fn start(cfg: &PlatformConfig, in_flight: Arc<InFlight>) {
 }
 
 async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
-    // Pings go through reqwest on this thread's own runtime: they are few, and off the path of
-    // a job.
+    // The heartbeat's own client: its connection is driven on this thread's runtime.
     let client = match crate::platform_client::build(&cfg.api_key) {
-        Ok(c) => c.reqwest().clone(),
+        Ok(c) => c,
         Err(e) => {
             tracing::error!("could not build the heartbeat client: {e}");
             return;
@@ -65,13 +64,13 @@ async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
         let Some(url) = cfg.urls.ping(&in_flight.snapshot()) else {
             return;
         };
-        let failure = match client.get(url).timeout(cfg.ping_interval * 2).send().await {
-            Ok(response) if response.status().is_success() => {
-                tracing::trace!("ping: {}", response.status());
+        let failure = match ping(&client, &url, cfg.ping_interval * 2).await {
+            Ok(status) if status.is_success() => {
+                tracing::trace!("ping: {status}");
                 None
             }
-            Ok(response) => Some(format!("ping answered {}", response.status())),
-            Err(e) => Some(format!("Ping Request Error: {}", crate::error::chain(&e))),
+            Ok(status) => Some(format!("ping answered {status}")),
+            Err(e) => Some(format!("Ping Request Error: {e}")),
         };
         let now = std::time::Instant::now();
         match failure.map(|why| failures.failed(why, now)) {
@@ -86,6 +85,18 @@ async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
             }
         }
     }
+}
+
+/// One GET of a ping URL: the answer's status.
+async fn ping(
+    client: &crate::platform_client::Client,
+    url: &reqwest::Url,
+    timeout: Duration,
+) -> Result<reqwest::StatusCode, crate::platform_client::RequestError> {
+    client
+        .send(reqwest::Method::GET, url, &[], bytes::Bytes::new(), timeout)
+        .await
+        .map(|answer| answer.status)
 }
 
 /// How often a still-failing heartbeat says so after its first error.
@@ -149,13 +160,7 @@ pub(crate) async fn report_unhealthy(
     let Some(url) = cfg.urls.unhealthy(check, reason) else {
         return;
     };
-    match client
-        .reqwest()
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-    {
+    match ping(client, &url, Duration::from_secs(2)).await {
         Ok(_) => tracing::info!("reported the failed {check} check to the platform"),
         Err(e) => tracing::warn!("could not report the failed {check} check to the platform: {e}"),
     }

@@ -3,7 +3,7 @@
 //! (URLs, bodies, headers, how answers are read) is `wire`'s.
 //!
 //! Requests go on connections their own task drives ([`direct`]); reqwest serves them when a
-//! proxy is configured, and serves the heartbeat (its own thread) always.
+//! proxy is configured.
 
 mod direct;
 
@@ -24,19 +24,14 @@ const TAKE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The platform client: its own connections, or reqwest's behind a proxy.
 #[derive(Clone, Debug)]
-pub(crate) struct Client {
-    reqwest: reqwest::Client,
-    direct: Option<Arc<direct::Connections>>,
+pub(crate) enum Client {
+    Direct(Arc<direct::Connections>),
+    Reqwest(reqwest::Client),
 }
 
 impl Client {
-    /// The reqwest client with the platform's headers (the heartbeat's, and the fallback).
-    pub(crate) fn reqwest(&self) -> &reqwest::Client {
-        &self.reqwest
-    }
-
     /// One request, no retry: its answer, read whole, or why there was none.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: &Url,
@@ -44,13 +39,16 @@ impl Client {
         body: Bytes,
         timeout: Duration,
     ) -> Result<direct::Answer, RequestError> {
-        if let Some(direct) = &self.direct {
-            return direct
-                .request(method, url, extra, body, timeout)
-                .await
-                .map_err(|e| RequestError::Transport(Box::new(e)));
-        }
-        let mut request = self.reqwest.request(method, url.clone()).timeout(timeout);
+        let client = match self {
+            Client::Direct(direct) => {
+                return direct
+                    .request(method, url, extra, body, timeout)
+                    .await
+                    .map_err(|e| RequestError::Transport(Box::new(e)));
+            }
+            Client::Reqwest(client) => client,
+        };
+        let mut request = client.request(method, url.clone()).timeout(timeout);
         for (name, value) in extra {
             request = request.header(name.clone(), value.clone());
         }
@@ -90,18 +88,21 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
             .unwrap_or(HeaderValue::from_static("RunPod-Rust-Worker")),
     );
     headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"));
-    let direct = direct::Connections::new(headers.clone(), tls.clone()).map(Arc::new);
-    let reqwest = reqwest::Client::builder()
+    // reqwest is built only when a proxy is configured: otherwise none of its code runs.
+    if let Some(direct) = direct::Connections::new(headers.clone(), tls.clone()) {
+        return Ok(Client::Direct(Arc::new(direct)));
+    }
+    reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .default_headers(headers)
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
+        .map(Client::Reqwest)
         .map_err(|e| {
             crate::Error::config(format!("could not build the HTTP client: {e}")).with_source(e)
-        })?;
-    Ok(Client { reqwest, direct })
+        })
 }
 
 /// What a job-take request gave.
