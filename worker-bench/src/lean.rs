@@ -10,7 +10,7 @@
 //! [`Recorder`] is told of every take, hand-out and final result, as the emulator's observer
 //! tells it, so every worker is timed the same way on either platform.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +54,6 @@ struct State {
     next_id: u64,
     /// Queued jobs: (id, the job-take body `{"id", "input"}`).
     queue: VecDeque<(String, Vec<u8>)>,
-    /// Handed out and not finished.
-    running: HashSet<String>,
 }
 
 impl Shared {
@@ -157,7 +155,7 @@ impl Lean {
 
     /// CPU time (user + system) of the serving thread so far, in seconds.
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        thread_cpu_seconds(self.tid)
+        crate::sampling::thread_cpu_seconds(self.tid)
     }
 }
 
@@ -176,32 +174,6 @@ fn thread_id() -> u32 {
         .ok()
         .and_then(|p| p.file_name()?.to_str()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// CPU seconds (utime + stime) of thread `tid` of this process.
-pub(crate) fn thread_cpu_seconds(tid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-    stat_cpu_seconds(&stat)
-}
-
-/// CPU seconds (utime + stime) of this whole process.
-pub(crate) fn process_cpu_seconds() -> f64 {
-    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
-}
-
-fn stat_cpu_seconds(stat: &str) -> f64 {
-    // utime and stime (fields 14 and 15), in clock ticks of 1/100 s.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = fields
-        .get(11..13)
-        .unwrap_or_default()
-        .iter()
-        .map(|f| f.parse::<u64>().unwrap_or(0))
-        .sum();
-    ticks as f64 / 100.0
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, stopped: watch::Receiver<bool>) {
@@ -432,11 +404,7 @@ async fn take(shared: &Shared, worker: &str, batch: Option<usize>) -> (u16, Vec<
         let jobs: Vec<(String, Vec<u8>)> = {
             let mut state = shared.lock();
             let n = batch.unwrap_or(1).min(state.queue.len());
-            let jobs: Vec<_> = state.queue.drain(..n).collect();
-            for (id, _) in &jobs {
-                state.running.insert(id.clone());
-            }
-            jobs
+            state.queue.drain(..n).collect()
         };
         if !jobs.is_empty() {
             for (id, _) in &jobs {
@@ -482,9 +450,8 @@ fn done(shared: &Shared, id: &str, body: &[u8]) -> (u16, Vec<u8>) {
     if parsed.status == Some("IN_PROGRESS") {
         return (200, b"{}".to_vec());
     }
-    if shared.lock().running.remove(id) {
-        shared.recorder.job_finished(id);
-    }
+    // The recorder counts a job finished once, and only one it saw handed out.
+    shared.recorder.job_finished(id);
     (200, b"{}".to_vec())
 }
 

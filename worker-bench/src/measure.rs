@@ -12,7 +12,7 @@ use runpod_emulator::{Emulator, EmulatorHandle};
 use serde_json::{Value, json};
 
 use crate::kind::Kind;
-use crate::lean::{self, Lean};
+use crate::lean::Lean;
 use crate::peers::Paths;
 use crate::process::spawn;
 use crate::recorder::Recorder;
@@ -93,7 +93,7 @@ impl Platform {
     fn cpu_seconds(&self) -> f64 {
         match self {
             Platform::Lean(lean) => lean.cpu_seconds(),
-            Platform::Emulator(_) => lean::process_cpu_seconds(),
+            Platform::Emulator(_) => crate::sampling::process_cpu_seconds(),
         }
     }
 

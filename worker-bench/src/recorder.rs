@@ -53,11 +53,12 @@ impl Observer for Recorder {
     fn job_finished(&self, job_id: &str) {
         let now = Instant::now();
         let mut events = self.lock();
-        if events.finished.insert(job_id.to_owned(), now).is_none()
-            && events.handed.contains_key(job_id)
-        {
-            events.held -= 1;
+        // Only a job it handed out, and only its first final result (a retried post repeats it).
+        if !events.handed.contains_key(job_id) || events.finished.contains_key(job_id) {
+            return;
         }
+        events.finished.insert(job_id.to_owned(), now);
+        events.held -= 1;
         drop(events);
         self.finished.notify_waiters();
     }

@@ -1,5 +1,6 @@
 //! What a worker costs the machine, read from `/proc`: RSS and CPU time, summed over its
-//! process group, since the Python SDK forks its heartbeat into a second process.
+//! process group, since the Python SDK forks its heartbeat into a second process; and the
+//! CPU time of the benchmark's own platform (its process, or the lean platform's thread).
 
 /// The processes of group `pgid`: each pid with the fields of its `/proc/<pid>/stat` after the
 /// command name (state, ppid, pgrp, …).
@@ -10,24 +11,48 @@ fn group_processes(pgid: u32) -> Vec<(u32, Vec<String>)> {
     dir.flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (_, rest) = stat.rsplit_once(')')?;
-            let fields: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+            let fields = stat_fields(&format!("/proc/{pid}/stat"))?;
             (fields.get(2)?.parse::<u32>().ok()? == pgid).then_some((pid, fields))
         })
         .collect()
 }
 
-/// CPU time (user + system) used so far by the processes of group `pgid`, in seconds.
-pub(crate) fn cpu_seconds(pgid: u32) -> f64 {
-    // utime and stime, in clock ticks (100 per second on Linux).
+/// utime + stime of a `/proc/…/stat` line's fields after the command name, in seconds (clock
+/// ticks of 1/100 s on Linux).
+fn stat_seconds(fields: &[String]) -> f64 {
     const TICKS_PER_SECOND: f64 = 100.0;
-    let ticks: u64 = group_processes(pgid)
+    let ticks: u64 = fields
+        .get(11..13)
+        .unwrap_or_default()
         .iter()
-        .flat_map(|(_, fields)| fields.get(11..13).unwrap_or_default())
         .map(|field| field.parse::<u64>().unwrap_or(0))
         .sum();
     ticks as f64 / TICKS_PER_SECOND
+}
+
+/// The fields of a `/proc/…/stat` file after the command name (which may hold spaces).
+fn stat_fields(path: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// CPU time (user + system) used so far by the processes of group `pgid`, in seconds.
+pub(crate) fn cpu_seconds(pgid: u32) -> f64 {
+    group_processes(pgid)
+        .iter()
+        .map(|(_, fields)| stat_seconds(fields))
+        .sum()
+}
+
+/// CPU time (user + system) of this whole process so far, in seconds.
+pub(crate) fn process_cpu_seconds() -> f64 {
+    stat_fields("/proc/self/stat").map_or(0.0, |f| stat_seconds(&f))
+}
+
+/// CPU time (user + system) of thread `tid` of this process so far, in seconds.
+pub(crate) fn thread_cpu_seconds(tid: u32) -> f64 {
+    stat_fields(&format!("/proc/self/task/{tid}/stat")).map_or(0.0, |f| stat_seconds(&f))
 }
 
 /// (VmRSS, VmHWM) in MB, summed over the process group `pgid`.
