@@ -99,6 +99,45 @@ impl Emulator {
     }
 }
 
+/// The environment variables RunPod gives a worker, for a platform whose worker routes are under
+/// `base` (`http://host:port/v2/{endpoint_id}`): the job-take, job-done, job-stream and ping URL
+/// templates, the API key, the worker id and the ping interval. [`EmulatorHandle::worker_env`]
+/// is this for an emulator; a test or benchmark serving the worker routes itself can use it too.
+pub fn worker_env(
+    base: &str,
+    api_key: &str,
+    worker_id: &str,
+    ping_interval: Duration,
+) -> Vec<(String, String)> {
+    [
+        (
+            "RUNPOD_WEBHOOK_GET_JOB",
+            format!("{base}/job-take/$ID?gpu=local"),
+        ),
+        (
+            "RUNPOD_WEBHOOK_POST_OUTPUT",
+            format!("{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=local"),
+        ),
+        (
+            "RUNPOD_WEBHOOK_POST_STREAM",
+            format!("{base}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local"),
+        ),
+        (
+            "RUNPOD_WEBHOOK_PING",
+            format!("{base}/ping/$RUNPOD_POD_ID?gpu=local"),
+        ),
+        ("RUNPOD_AI_API_KEY", api_key.to_owned()),
+        ("RUNPOD_POD_ID", worker_id.to_owned()),
+        (
+            "RUNPOD_PING_INTERVAL",
+            ping_interval.as_millis().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 /// Sees the worker API's events as they happen, for benchmarks (the platform-side instants of
 /// cold start and per-job overhead). Called on the request path, outside the emulator's lock:
 /// keep it cheap (record an `Instant`, nothing that blocks).
@@ -386,36 +425,9 @@ impl EmulatorHandle {
     /// The environment variables that make a worker (one written with `worker-runtime`, or the
     /// Python SDK's) take jobs from this emulator as `worker_id`.
     pub fn worker_env(&self, worker_id: &str) -> Vec<(String, String)> {
-        let base = self.endpoint_url();
-        let vars = [
-            (
-                "RUNPOD_WEBHOOK_GET_JOB",
-                format!("{base}/job-take/$ID?gpu=local"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_POST_OUTPUT",
-                format!("{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=local"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_POST_STREAM",
-                format!("{base}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_PING",
-                format!("{base}/ping/$RUNPOD_POD_ID?gpu=local"),
-            ),
-            // Workers only ping with a key; without one the emulator accepts any.
-            (
-                "RUNPOD_AI_API_KEY",
-                self.api_key.clone().unwrap_or_else(|| "local".into()),
-            ),
-            ("RUNPOD_POD_ID", worker_id.to_owned()),
-            (
-                "RUNPOD_PING_INTERVAL",
-                self.ping_interval.as_millis().to_string(),
-            ),
-        ];
-        vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        // Workers only ping with a key; without one the emulator accepts any.
+        let key = self.api_key.as_deref().unwrap_or("local");
+        worker_env(&self.endpoint_url(), key, worker_id, self.ping_interval)
     }
 
     /// Queue a job as `/run` would (`request` is its body, e.g. `{"input": …}`), without HTTP.

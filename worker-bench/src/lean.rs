@@ -104,30 +104,7 @@ impl Lean {
     /// The variables that point a worker here, as the emulator's `worker_env` names them.
     pub(crate) fn worker_env(&self, worker_id: &str) -> Vec<(String, String)> {
         let base = format!("http://{}/v2/lean", self.addr);
-        [
-            (
-                "RUNPOD_WEBHOOK_GET_JOB",
-                format!("{base}/job-take/$ID?gpu=local"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_POST_OUTPUT",
-                format!("{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=local"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_POST_STREAM",
-                format!("{base}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local"),
-            ),
-            (
-                "RUNPOD_WEBHOOK_PING",
-                format!("{base}/ping/$RUNPOD_POD_ID?gpu=local"),
-            ),
-            ("RUNPOD_AI_API_KEY", "local".to_owned()),
-            ("RUNPOD_POD_ID", worker_id.to_owned()),
-            ("RUNPOD_PING_INTERVAL", "10000".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        runpod_emulator::worker_env(&base, "local", worker_id, Duration::from_secs(10))
     }
 
     /// Queue a job with this input; returns its id.
