@@ -30,7 +30,7 @@ pub(crate) type Samples = BTreeMap<(Kind, &'static str), Vec<f64>>;
 /// Which platform the workers take their jobs from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PlatformKind {
-    /// [`lean`]: the worker routes only, one thread; the default.
+    /// [`crate::lean`]: the worker routes only, one thread; the default.
     Lean,
     /// The project's emulator, as users load-test against it.
     Emulator,
