@@ -737,6 +737,42 @@ fn local_mode_prefers_the_flag_then_the_file() {
 }
 
 #[test]
+fn help_lists_the_flags_and_a_bad_flag_exits_2_naming_it() {
+    let (code, stdout, stderr) = run_local(&example("echo"), &[], &["--help"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    for flag in [
+        "--test_input <JSON>",
+        "--rp_serve_api",
+        "--rp_api_port <PORT>",
+        "--load-balancing",
+        "-h, --help",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("Usage: echo [OPTIONS]"), "{stdout}");
+
+    let (code, stdout, stderr) = run_local(
+        &example("echo"),
+        &[],
+        &["--rp_serve_api", "--rp_api_port", "eighty"],
+        &[],
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--rp_api_port \"eighty\" is not a port"),
+        "{stderr}"
+    );
+    // Arguments the worker does not read are the handler's, not an error.
+    let (code, stdout, _) = run_local(
+        &example("echo"),
+        &[],
+        &["--model", "small", "--test_input", r#"{"input": 2}"#],
+        &[],
+    );
+    assert_eq!((code, stdout.as_str()), (0, "{\"output\":2}\n"));
+}
+
+#[test]
 fn local_mode_errors_say_what_to_fix() {
     let fix = fixture();
     let (code, stdout, stderr) = run_local(&fix, &[], &[], &[]);

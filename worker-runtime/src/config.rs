@@ -1,12 +1,12 @@
 //! Configuration: command-line flags and environment variables, validated once at start-up,
 //! and the choice of mode (local test or production).
 //!
-//! Over 400 lines with its tests: about 260 of code, and the tests of every variable's
-//! messages, which belong next to the parsing they pin.
+//! The flags are parsed by hand from one table ([`FLAGS`]): a dozen flags do not need an
+//! argument-parsing crate, and clap was 230 KB of every worker's code (idle memory is code pages).
+//! Long with its tests: the tests of every variable's and flag's messages belong next to the
+//! parsing they pin.
 
 use std::time::Duration;
-
-use clap::Parser;
 
 use crate::error::Error;
 use crate::logging::LogLevel;
@@ -14,63 +14,113 @@ use crate::wire::Urls;
 use reqwest::Url;
 
 /// The worker's command-line flags (the Python SDK's names, so existing scripts keep working).
-#[derive(Debug, Parser)]
-#[command(about = "A RunPod serverless worker.", long_about = None)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Args {
-    /// Run one job locally and exit: the whole job JSON, e.g. '{"input": {"prompt": "hi"}}'.
-    #[arg(long = "test_input", value_name = "JSON")]
+    /// `--test_input`: the whole job JSON of one local test job.
     pub(crate) test_input: Option<String>,
-
-    /// Log level: NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5). Overrides RUNPOD_LOG_LEVEL.
-    #[arg(long = "rp_log_level", value_name = "LEVEL")]
+    /// `--rp_log_level`, overriding `RUNPOD_LOG_LEVEL`.
     pub(crate) log_level: Option<String>,
-
-    /// Serve a local RunPod API (a platform emulator) and take its jobs in this process.
-    #[arg(long = "rp_serve_api")]
     pub(crate) serve_api: bool,
-
-    /// The address the local API listens on (with --rp_serve_api).
-    #[arg(long = "rp_api_host", value_name = "HOST", default_value = "127.0.0.1")]
     pub(crate) api_host: String,
-
-    /// The port the local API listens on (with --rp_serve_api).
-    #[arg(long = "rp_api_port", value_name = "PORT", default_value_t = 8000)]
     pub(crate) api_port: u16,
-
-    /// Jobs run at once with --rp_serve_api; above 1 it overrides the handler's concurrency.
-    #[arg(long = "rp_api_concurrency", value_name = "N", default_value_t = 1)]
     pub(crate) api_concurrency: usize,
-
-    /// Print the JSON Schema of the handler's input and output ({"input": …, "output": …})
-    /// and exit, without running init.
-    #[arg(long = "schema")]
     pub(crate) schema: bool,
-
-    /// Write the RunPod Hub's .runpod/tests.json from the test input(s) (--test_input,
-    /// ./test_input.json or the built-in one) and exit, without running init.
-    #[arg(long = "hub-tests")]
     pub(crate) hub_tests: bool,
-
-    /// Serve requests over HTTP, as a load-balancing endpoint's worker (PORT, PORT_HEALTH,
-    /// HEALTH_CHECK_PATH), instead of taking jobs from a queue. Same as WORKER_MODE=load-balancing.
-    #[arg(long = "load-balancing")]
     pub(crate) load_balancing: bool,
 }
 
-/// The flags the worker reads, and whether each takes a value.
-const FLAGS: &[(&str, bool)] = &[
-    ("--test_input", true),
-    ("--rp_log_level", true),
-    ("--rp_serve_api", false),
-    ("--rp_api_host", true),
-    ("--rp_api_port", true),
-    ("--rp_api_concurrency", true),
-    ("--schema", false),
-    ("--hub-tests", false),
-    ("--load-balancing", false),
-    ("--help", false),
-    ("-h", false),
+impl Default for Args {
+    fn default() -> Args {
+        Args {
+            test_input: None,
+            log_level: None,
+            serve_api: false,
+            api_host: "127.0.0.1".to_owned(),
+            api_port: 8000,
+            api_concurrency: 1,
+            schema: false,
+            hub_tests: false,
+            load_balancing: false,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Run the worker with these flags.
+    Run(Args),
+    /// `--help` / `-h`: print this text on stdout and exit successfully.
+    Help(String),
+}
+
+/// One flag the worker reads: its name, the name of its value (none for a switch), its help.
+struct Flag {
+    name: &'static str,
+    value: Option<&'static str>,
+    help: &'static str,
+}
+
+/// The flags the worker reads, in the order `--help` lists them.
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--test_input",
+        value: Some("JSON"),
+        help: "Run one job locally and exit: the whole job JSON, e.g. '{\"input\": {\"prompt\": \"hi\"}}'",
+    },
+    Flag {
+        name: "--rp_log_level",
+        value: Some("LEVEL"),
+        help: "Log level: NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5). Overrides RUNPOD_LOG_LEVEL",
+    },
+    Flag {
+        name: "--rp_serve_api",
+        value: None,
+        help: "Serve a local RunPod API (a platform emulator) and take its jobs in this process",
+    },
+    Flag {
+        name: "--rp_api_host",
+        value: Some("HOST"),
+        help: "The address the local API listens on (with --rp_serve_api) [default: 127.0.0.1]",
+    },
+    Flag {
+        name: "--rp_api_port",
+        value: Some("PORT"),
+        help: "The port the local API listens on (with --rp_serve_api) [default: 8000]",
+    },
+    Flag {
+        name: "--rp_api_concurrency",
+        value: Some("N"),
+        help: "Jobs run at once with --rp_serve_api; above 1 it overrides the handler's concurrency [default: 1]",
+    },
+    Flag {
+        name: "--schema",
+        value: None,
+        help: "Print the JSON Schema of the handler's input and output ({\"input\": …, \"output\": …}) and exit, without running init",
+    },
+    Flag {
+        name: "--hub-tests",
+        value: None,
+        help: "Write the RunPod Hub's .runpod/tests.json from the test input(s) (--test_input, ./test_input.json or the built-in one) and exit, without running init",
+    },
+    Flag {
+        name: "--load-balancing",
+        value: None,
+        help: "Serve requests over HTTP, as a load-balancing endpoint's worker (PORT, PORT_HEALTH, HEALTH_CHECK_PATH), instead of taking jobs from a queue. Same as WORKER_MODE=load-balancing",
+    },
+    Flag {
+        name: "--help",
+        value: None,
+        help: "Print help",
+    },
 ];
+
+fn flag(name: &str) -> Option<&'static Flag> {
+    match name {
+        "-h" => FLAGS.iter().find(|f| f.name == "--help"),
+        name => FLAGS.iter().find(|f| f.name == name),
+    }
+}
 
 /// The arguments the worker did not recognise, for the user's code ([`crate::args`]).
 static OTHER_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -78,20 +128,132 @@ static OTHER_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new()
 impl Args {
     /// Parse the process's flags. Arguments the worker does not know are left to the user's
     /// code (`worker::args()`, and a warning once logging is up), as the Python SDK's
-    /// `parse_known_args` does; a known flag with a bad value prints clap's message and exits 2.
-    pub(crate) fn from_env() -> Args {
+    /// `parse_known_args` does; a known flag with a bad or missing value is an error that names
+    /// the flag and what it takes.
+    pub(crate) fn from_env() -> Result<Command, Error> {
         let all: Vec<String> = std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let (known, other) = split_known(&all);
         let _ = OTHER_ARGS.set(other);
-        Args::parse_from(known)
+        Args::parse(&known)
+    }
+
+    /// Parse the worker's own flags, the program name first (what [`split_known`] kept).
+    pub(crate) fn parse(known: &[String]) -> Result<Command, Error> {
+        let program = known.first().map_or("worker", |p| program_name(p));
+        let mut args = Args::default();
+        let mut seen: Vec<&'static str> = Vec::new();
+        let mut items = known.iter().skip(1);
+        while let Some(item) = items.next() {
+            let (name, inline) = match item.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (item.as_str(), None),
+            };
+            let Some(flag) = flag(name) else {
+                // split_known keeps known flags only; a caller passing more is told plainly.
+                return Err(Error::config(format!(
+                    "unknown flag {item:?}; see {program} --help"
+                )));
+            };
+            if flag.name == "--help" {
+                return Ok(Command::Help(help(program)));
+            }
+            if seen.contains(&flag.name) {
+                return Err(Error::config(format!(
+                    "{} was given more than once; give it once",
+                    flag.name
+                )));
+            }
+            seen.push(flag.name);
+            let value = match (flag.value, inline) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(Error::config(format!(
+                        "{} takes no value (write `{}` alone, not {item:?})",
+                        flag.name, flag.name
+                    )));
+                }
+                (Some(_), Some(value)) => Some(value.to_owned()),
+                (Some(what), None) => match items.next() {
+                    Some(value) => Some(value.clone()),
+                    None => {
+                        return Err(Error::config(format!(
+                            "{} needs a value: {} <{what}>",
+                            flag.name, flag.name
+                        )));
+                    }
+                },
+            };
+            args.set(flag, value)?;
+        }
+        Ok(Command::Run(args))
+    }
+
+    fn set(&mut self, flag: &Flag, value: Option<String>) -> Result<(), Error> {
+        let value = value.unwrap_or_default();
+        match flag.name {
+            "--test_input" => self.test_input = Some(value),
+            "--rp_log_level" => self.log_level = Some(value),
+            "--rp_serve_api" => self.serve_api = true,
+            "--rp_api_host" => self.api_host = value,
+            "--rp_api_port" => {
+                self.api_port = value.trim().parse().map_err(|_| {
+                    Error::config(format!(
+                        "--rp_api_port {value:?} is not a port: give a number from 0 to 65535"
+                    ))
+                })?;
+            }
+            "--rp_api_concurrency" => {
+                self.api_concurrency = match value.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(Error::config(format!(
+                            "--rp_api_concurrency {value:?} is not a number of jobs: give a \
+                             whole number, 1 or more"
+                        )));
+                    }
+                };
+            }
+            "--schema" => self.schema = true,
+            "--hub-tests" => self.hub_tests = true,
+            "--load-balancing" => self.load_balancing = true,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The arguments [`from_env`](Self::from_env) left out.
     pub(crate) fn other() -> &'static [String] {
         OTHER_ARGS.get().map_or(&[], Vec::as_slice)
     }
+}
+
+/// The program's file name, as `--help` shows it.
+fn program_name(path: &str) -> &str {
+    path.rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(path)
+}
+
+/// `--help`: what the worker is, then every flag with its value and help, aligned.
+fn help(program: &str) -> String {
+    let shown = |f: &Flag| match (f.name, f.value) {
+        ("--help", _) => "-h, --help".to_owned(),
+        (name, Some(value)) => format!("    {name} <{value}>"),
+        (name, None) => format!("    {name}"),
+    };
+    let width = FLAGS.iter().map(|f| shown(f).len()).max().unwrap_or(0);
+    let mut text = format!(
+        "A RunPod serverless worker.\n\nUsage: {program} [OPTIONS]\n\n\
+         Arguments the worker does not read are left to the handler's code (worker::args()).\n\n\
+         Options:\n"
+    );
+    for f in FLAGS {
+        text.push_str(&format!("  {:<width$}  {}\n", shown(f), f.help));
+    }
+    text
 }
 
 /// `args` (the program name first) split into the worker's own flags (with their values, as
@@ -105,10 +267,10 @@ fn split_known(args: &[String]) -> (Vec<String>, Vec<String>) {
     }
     while let Some(arg) = items.next() {
         let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
-        match FLAGS.iter().find(|(flag, _)| *flag == name) {
-            Some((_, takes_value)) => {
+        match flag(name) {
+            Some(flag) => {
                 known.push(arg.clone());
-                if *takes_value
+                if flag.value.is_some()
                     && !arg.contains('=')
                     && let Some(value) = items.next()
                 {
@@ -507,7 +669,77 @@ mod tests {
     }
 
     fn args() -> Args {
-        Args::parse_from(["worker"])
+        parse(&["worker"])
+    }
+
+    fn parse(list: &[&str]) -> Args {
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        match Args::parse(&list) {
+            Ok(Command::Run(args)) => args,
+            other => panic!("{list:?}: {other:?}"),
+        }
+    }
+
+    fn parse_error(list: &[&str]) -> String {
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        match Args::parse(&list) {
+            Err(e) => e.to_string(),
+            other => panic!("{list:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_take_values_as_the_python_sdk_spells_them() {
+        assert_eq!(args(), Args::default());
+        let a = parse(&[
+            "worker",
+            "--test_input={\"input\": 1}",
+            "--rp_log_level",
+            "DEBUG",
+            "--rp_api_port=9001",
+            "--schema",
+        ]);
+        assert_eq!(a.test_input.as_deref(), Some("{\"input\": 1}"));
+        assert_eq!(a.log_level.as_deref(), Some("DEBUG"));
+        assert_eq!(a.api_port, 9001);
+        assert!(a.schema && !a.serve_api && !a.hub_tests && !a.load_balancing);
+        // A value may itself contain `=`.
+        let a = parse(&["worker", "--test_input", "{\"input\": \"a=b\"}"]);
+        assert_eq!(a.test_input.as_deref(), Some("{\"input\": \"a=b\"}"));
+    }
+
+    #[test]
+    fn a_bad_flag_says_which_and_what_it_takes() {
+        let e = parse_error(&["worker", "--rp_api_port", "http"]);
+        assert!(e.contains("--rp_api_port \"http\" is not a port"), "{e}");
+        let e = parse_error(&["worker", "--rp_api_port", "70000"]);
+        assert!(e.contains("0 to 65535"), "{e}");
+        let e = parse_error(&["worker", "--rp_api_concurrency", "0"]);
+        assert!(e.contains("1 or more"), "{e}");
+        let e = parse_error(&["worker", "--test_input"]);
+        assert!(
+            e.contains("--test_input needs a value: --test_input <JSON>"),
+            "{e}"
+        );
+        let e = parse_error(&["worker", "--rp_serve_api=yes"]);
+        assert!(e.contains("--rp_serve_api takes no value"), "{e}");
+        let e = parse_error(&["worker", "--schema", "--schema"]);
+        assert!(e.contains("--schema was given more than once"), "{e}");
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        for asked in ["--help", "-h"] {
+            let list = ["/app/target/release/my-worker".to_owned(), asked.to_owned()];
+            let Ok(Command::Help(text)) = Args::parse(&list) else {
+                panic!("{asked} is not help")
+            };
+            assert!(text.contains("Usage: my-worker [OPTIONS]"), "{text}");
+            for f in FLAGS {
+                assert!(text.contains(f.name), "{} missing from {text}", f.name);
+            }
+            assert!(text.contains("--rp_api_port <PORT>"), "{text}");
+        }
     }
 
     const PROD: &[(&str, &str)] = &[
@@ -621,7 +853,7 @@ mod tests {
 
     #[test]
     fn serve_api_comes_first_and_defaults_to_loopback() {
-        let a = Args::parse_from(["worker", "--rp_serve_api", "--test_input", "{}"]);
+        let a = parse(&["worker", "--rp_serve_api", "--test_input", "{}"]);
         let Mode::ServeApi(api) = mode(&a, &env(PROD)).unwrap() else {
             panic!("not serve-api")
         };
@@ -633,7 +865,7 @@ mod tests {
                 concurrency: None
             }
         );
-        let a = Args::parse_from([
+        let a = parse(&[
             "worker",
             "--rp_serve_api",
             "--rp_api_host",

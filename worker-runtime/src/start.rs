@@ -355,7 +355,9 @@ impl<H: Handler> Worker<H> {
     /// why not: bad configuration, a failed init, a failed test job. The error was logged too.
     pub async fn try_run(self) -> Result<(), Error> {
         report::install_panic_hook();
-        let args = Args::from_env();
+        let Some(args) = read_args()? else {
+            return Ok(());
+        };
         if args.schema {
             return match print_contract(&self.settings) {
                 true => Ok(()),
@@ -782,7 +784,12 @@ pub fn main<I: InitProvider, H: Handler>(
     make_handler: impl FnOnce(&'static (dyn Any + Send + Sync)) -> Result<H, Failure> + Send + 'static,
 ) -> ExitCode {
     report::install_panic_hook();
-    let args = Args::from_env();
+    let args = match read_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        // A bad command line exits 2, as argument parsers do.
+        Err(_) => return ExitCode::from(2),
+    };
     if args.schema {
         return match print_contract(&settings) {
             true => ExitCode::SUCCESS,
@@ -822,6 +829,21 @@ pub fn main<I: InitProvider, H: Handler>(
     // Jobs are done and reported; do not wait for blocking threads still running abandoned work.
     runtime.shutdown_background();
     exit_code(result)
+}
+
+/// The process's flags; `None` after `--help` printed the help. A bad flag's error was printed.
+fn read_args() -> Result<Option<Args>, Error> {
+    match Args::from_env() {
+        Ok(config::Command::Run(args)) => Ok(Some(args)),
+        Ok(config::Command::Help(text)) => {
+            print!("{text}");
+            Ok(None)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(e)
+        }
+    }
 }
 
 /// `--schema`: the handler's input and output schemas on stdout, before (and without) init.
