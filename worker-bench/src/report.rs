@@ -530,27 +530,38 @@ impl Report {
             {
                 let _ = write!(
                     t,
-                    "- concurrency {c}: {} jobs/s with two INFO lines per job to stdout (a file), {} jobs/s with logging off ({:+.0} %)",
+                    "- concurrency {c}: {} jobs/s with two INFO lines per job to stdout (a file), {} jobs/s with logging off (with logging {})",
                     fmt_num(on),
                     fmt_num(off),
-                    100.0 * (on / off - 1.0)
+                    signed_change(on, off, "throughput")
                 );
                 if let (Some(on), Some(off)) =
                     (self.get(Kind::Ours, cpu), self.get(Kind::OursQuiet, cpu))
                 {
                     let _ = write!(
                         t,
-                        "; CPU per job {} µs with logging, {} µs without: logging costs {:.0} % of the CPU",
+                        "; CPU per job {} µs with logging, {} µs without (with logging {})",
                         fmt_num(on),
                         fmt_num(off),
-                        100.0 * (on / off - 1.0)
+                        signed_change(on, off, "CPU")
                     );
+                    if on <= off {
+                        let _ = write!(
+                            t,
+                            ": no cost measurable, the difference is the run-to-run spread"
+                        );
+                    }
                 }
                 let _ = writeln!(t, ".");
             }
         }
         t
     }
+}
+
+/// `with` against `without` as a signed percentage of `what`: "+12 % throughput".
+fn signed_change(with: f64, without: f64, what: &str) -> String {
+    format!("{:+.0} % {what}", 100.0 * (with / without - 1.0))
 }
 
 /// Put `block` (from [`Report::render`]) into the file at `path` in place of the previous one
