@@ -410,9 +410,21 @@ mod tests {
 
     use super::Connections;
 
-    /// A server on loopback answering every request `{}`; `close` closes each connection
-    /// after its first answer (and says so on `closed`). Returns its URL and its accept count.
-    async fn server(close: bool) -> (Url, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    /// What the test server does with each connection.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Serve {
+        /// Answer every request, keep the connection open.
+        KeepOpen,
+        /// Close the connection after its first answer (and say so on `closed`).
+        CloseAfterAnswer,
+        /// Answer the first request, then read the second and close without answering: a
+        /// kept connection the server dropped just as it was reused.
+        DropTheSecond,
+    }
+
+    /// A server on loopback answering requests `{}` as `serve` says. Returns its URL, its
+    /// accept count and, on `closed`, a message per connection closed after an answer.
+    async fn server(serve: Serve) -> (Url, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!(
             "http://{}/job-done/w/j?x=1",
@@ -430,6 +442,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
+                    let mut requests = 0;
                     loop {
                         let Ok(n) = socket.read(&mut chunk).await else {
                             return;
@@ -453,11 +466,15 @@ mod tests {
                         assert!(head.contains("host: 127.0.0.1:"), "{head}");
                         assert!(head.contains("/job-done/w/j?x=1 http/1.1"), "{head}");
                         buf.drain(..end + 4 + length);
+                        requests += 1;
+                        if serve == Serve::DropTheSecond && requests == 2 {
+                            return;
+                        }
                         socket
                             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
                             .await
                             .unwrap();
-                        if close {
+                        if serve == Serve::CloseAfterAnswer {
                             drop(socket);
                             let _ = closed_tx.send(());
                             return;
@@ -476,7 +493,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_connection_serves_request_after_request() {
-        let (url, accepted, _) = server(false).await;
+        let (url, accepted, _) = server(Serve::KeepOpen).await;
         let conns = connections();
         for n in 0..20 {
             let answer = conns
@@ -499,7 +516,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_reused() {
-        let (url, accepted, mut closed) = server(true).await;
+        let (url, accepted, mut closed) = server(Serve::CloseAfterAnswer).await;
         let conns = connections();
         for _ in 0..3 {
             let answer = conns
@@ -521,7 +538,7 @@ mod tests {
     /// request sent again on a new connection when the close came first).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_close_racing_the_next_request_is_not_an_error() {
-        let (url, accepted, _closed) = server(true).await;
+        let (url, accepted, _closed) = server(Serve::CloseAfterAnswer).await;
         let conns = connections();
         for n in 0..50 {
             let answer = conns
@@ -537,6 +554,32 @@ mod tests {
             assert_eq!(answer.status, StatusCode::OK);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 50);
+    }
+
+    /// The request went out on a kept connection and the server closed it unanswered: it is
+    /// sent again, once, on a new connection, and its answer is the one returned.
+    #[tokio::test]
+    async fn a_request_the_kept_connection_dropped_goes_again_on_a_new_one() {
+        let (url, accepted, _) = server(Serve::DropTheSecond).await;
+        let conns = connections();
+        for n in 0..2 {
+            let answer = conns
+                .request(
+                    Method::POST,
+                    &url,
+                    &[],
+                    Bytes::from(format!("{n}")),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("request {n}: {}", crate::error::chain(&e)));
+            assert_eq!(
+                (answer.status, &answer.body[..]),
+                (StatusCode::OK, &b"{}"[..])
+            );
+        }
+        // The second request was dropped on the first connection and answered on a second.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
