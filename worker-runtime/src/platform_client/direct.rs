@@ -491,25 +491,30 @@ mod tests {
         Connections::new(HeaderMap::new(), tls).expect("no proxy in the test environment")
     }
 
+    /// POST `n` to `url` and check the server's `{}` came back.
+    async fn post_answered(conns: &Connections, url: &Url, n: usize) {
+        let answer = conns
+            .request(
+                Method::POST,
+                url,
+                &[],
+                Bytes::from(format!("{n}")),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: {}", crate::error::chain(&e)));
+        assert_eq!(
+            (answer.status, &answer.body[..]),
+            (StatusCode::OK, &b"{}"[..])
+        );
+    }
+
     #[tokio::test]
     async fn one_connection_serves_request_after_request() {
         let (url, accepted, _) = server(Serve::KeepOpen).await;
         let conns = connections();
         for n in 0..20 {
-            let answer = conns
-                .request(
-                    Method::POST,
-                    &url,
-                    &[],
-                    Bytes::from(format!("{{\"n\":{n}}}")),
-                    Duration::from_secs(5),
-                )
-                .await
-                .unwrap();
-            assert_eq!(
-                (answer.status, &answer.body[..]),
-                (StatusCode::OK, &b"{}"[..])
-            );
+            post_answered(&conns, &url, n).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -541,17 +546,7 @@ mod tests {
         let (url, accepted, _closed) = server(Serve::CloseAfterAnswer).await;
         let conns = connections();
         for n in 0..50 {
-            let answer = conns
-                .request(
-                    Method::POST,
-                    &url,
-                    &[],
-                    Bytes::from(format!("{n}")),
-                    Duration::from_secs(5),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("request {n}: {}", crate::error::chain(&e)));
-            assert_eq!(answer.status, StatusCode::OK);
+            post_answered(&conns, &url, n).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 50);
     }
@@ -563,20 +558,7 @@ mod tests {
         let (url, accepted, _) = server(Serve::DropTheSecond).await;
         let conns = connections();
         for n in 0..2 {
-            let answer = conns
-                .request(
-                    Method::POST,
-                    &url,
-                    &[],
-                    Bytes::from(format!("{n}")),
-                    Duration::from_secs(5),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("request {n}: {}", crate::error::chain(&e)));
-            assert_eq!(
-                (answer.status, &answer.body[..]),
-                (StatusCode::OK, &b"{}"[..])
-            );
+            post_answered(&conns, &url, n).await;
         }
         // The second request was dropped on the first connection and answered on a second.
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
