@@ -509,14 +509,20 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn one_connection_serves_request_after_request() {
-        let (url, accepted, _) = server(Serve::KeepOpen).await;
+    /// `requests` POSTs in a row to a server serving as `serve`, each answered: how many
+    /// connections they took.
+    async fn connections_taken(serve: Serve, requests: usize) -> usize {
+        let (url, accepted, _closed) = server(serve).await;
         let conns = connections();
-        for n in 0..20 {
+        for n in 0..requests {
             post_answered(&conns, &url, n).await;
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_request_after_request() {
+        assert_eq!(connections_taken(Serve::KeepOpen, 20).await, 1);
     }
 
     #[tokio::test]
@@ -543,25 +549,15 @@ mod tests {
     /// request sent again on a new connection when the close came first).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_close_racing_the_next_request_is_not_an_error() {
-        let (url, accepted, _closed) = server(Serve::CloseAfterAnswer).await;
-        let conns = connections();
-        for n in 0..50 {
-            post_answered(&conns, &url, n).await;
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 50);
+        assert_eq!(connections_taken(Serve::CloseAfterAnswer, 50).await, 50);
     }
 
     /// The request went out on a kept connection and the server closed it unanswered: it is
     /// sent again, once, on a new connection, and its answer is the one returned.
     #[tokio::test]
     async fn a_request_the_kept_connection_dropped_goes_again_on_a_new_one() {
-        let (url, accepted, _) = server(Serve::DropTheSecond).await;
-        let conns = connections();
-        for n in 0..2 {
-            post_answered(&conns, &url, n).await;
-        }
         // The second request was dropped on the first connection and answered on a second.
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(connections_taken(Serve::DropTheSecond, 2).await, 2);
     }
 
     #[tokio::test]
