@@ -54,11 +54,13 @@ pub(crate) enum Command {
     Help(String),
 }
 
-/// One flag the worker reads: its name, the name of its value (none for a switch), its help.
+/// One flag the worker reads: its name, the name of its value (none for a switch), its help,
+/// and what it sets (a switch is given `""`).
 struct Flag {
     name: &'static str,
     value: Option<&'static str>,
     help: &'static str,
+    set: fn(&mut Args, String) -> Result<(), Error>,
 }
 
 /// The flags the worker reads, in the order `--help` lists them.
@@ -67,51 +69,83 @@ const FLAGS: &[Flag] = &[
         name: "--test_input",
         value: Some("JSON"),
         help: "Run one job locally and exit: the whole job JSON, e.g. '{\"input\": {\"prompt\": \"hi\"}}'",
+        set: |a, v| {
+            a.test_input = Some(v);
+            Ok(())
+        },
     },
     Flag {
         name: "--rp_log_level",
         value: Some("LEVEL"),
         help: "Log level: NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5). Overrides RUNPOD_LOG_LEVEL",
+        set: |a, v| {
+            a.log_level = Some(v);
+            Ok(())
+        },
     },
     Flag {
         name: "--rp_serve_api",
         value: None,
         help: "Serve a local RunPod API (a platform emulator) and take its jobs in this process",
+        set: |a, _| {
+            a.serve_api = true;
+            Ok(())
+        },
     },
     Flag {
         name: "--rp_api_host",
         value: Some("HOST"),
         help: "The address the local API listens on (with --rp_serve_api) [default: 127.0.0.1]",
+        set: |a, v| {
+            a.api_host = v;
+            Ok(())
+        },
     },
     Flag {
         name: "--rp_api_port",
         value: Some("PORT"),
         help: "The port the local API listens on (with --rp_serve_api) [default: 8000]",
+        set: Args::set_port,
     },
     Flag {
         name: "--rp_api_concurrency",
         value: Some("N"),
         help: "Jobs run at once with --rp_serve_api; above 1 it overrides the handler's concurrency [default: 1]",
+        set: Args::set_concurrency,
     },
     Flag {
         name: "--schema",
         value: None,
         help: "Print the JSON Schema of the handler's input and output ({\"input\": …, \"output\": …}) and exit, without running init",
+        set: |a, _| {
+            a.schema = true;
+            Ok(())
+        },
     },
     Flag {
         name: "--hub-tests",
         value: None,
         help: "Write the RunPod Hub's .runpod/tests.json from the test input(s) (--test_input, ./test_input.json or the built-in one) and exit, without running init",
+        set: |a, _| {
+            a.hub_tests = true;
+            Ok(())
+        },
     },
     Flag {
         name: "--load-balancing",
         value: None,
         help: "Serve requests over HTTP, as a load-balancing endpoint's worker (PORT, PORT_HEALTH, HEALTH_CHECK_PATH), instead of taking jobs from a queue. Same as WORKER_MODE=load-balancing",
+        set: |a, _| {
+            a.load_balancing = true;
+            Ok(())
+        },
     },
     Flag {
         name: "--help",
         value: None,
         help: "Print help",
+        // Answered by `Args::parse` before any flag is set.
+        set: |_, _| Ok(()),
     },
 ];
 
@@ -167,16 +201,16 @@ impl Args {
             }
             seen.push(flag.name);
             let value = match (flag.value, inline) {
-                (None, None) => None,
+                (None, None) => String::new(),
                 (None, Some(_)) => {
                     return Err(Error::config(format!(
                         "{} takes no value (write `{}` alone, not {item:?})",
                         flag.name, flag.name
                     )));
                 }
-                (Some(_), Some(value)) => Some(value.to_owned()),
+                (Some(_), Some(value)) => value.to_owned(),
                 (Some(what), None) => match items.next() {
-                    Some(value) => Some(value.clone()),
+                    Some(value) => value.clone(),
                     None => {
                         return Err(Error::config(format!(
                             "{} needs a value: {} <{what}>",
@@ -185,41 +219,30 @@ impl Args {
                     }
                 },
             };
-            args.set(flag, value)?;
+            (flag.set)(&mut args, value)?;
         }
         Ok(Command::Run(args))
     }
 
-    fn set(&mut self, flag: &Flag, value: Option<String>) -> Result<(), Error> {
-        let value = value.unwrap_or_default();
-        match flag.name {
-            "--test_input" => self.test_input = Some(value),
-            "--rp_log_level" => self.log_level = Some(value),
-            "--rp_serve_api" => self.serve_api = true,
-            "--rp_api_host" => self.api_host = value,
-            "--rp_api_port" => {
-                self.api_port = value.trim().parse().map_err(|_| {
-                    Error::config(format!(
-                        "--rp_api_port {value:?} is not a port: give a number from 0 to 65535"
-                    ))
-                })?;
+    fn set_port(&mut self, value: String) -> Result<(), Error> {
+        self.api_port = value.trim().parse().map_err(|_| {
+            Error::config(format!(
+                "--rp_api_port {value:?} is not a port: give a number from 0 to 65535"
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn set_concurrency(&mut self, value: String) -> Result<(), Error> {
+        self.api_concurrency = match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(Error::config(format!(
+                    "--rp_api_concurrency {value:?} is not a number of jobs: give a whole \
+                     number, 1 or more"
+                )));
             }
-            "--rp_api_concurrency" => {
-                self.api_concurrency = match value.trim().parse::<usize>() {
-                    Ok(n) if n > 0 => n,
-                    _ => {
-                        return Err(Error::config(format!(
-                            "--rp_api_concurrency {value:?} is not a number of jobs: give a \
-                             whole number, 1 or more"
-                        )));
-                    }
-                };
-            }
-            "--schema" => self.schema = true,
-            "--hub-tests" => self.hub_tests = true,
-            "--load-balancing" => self.load_balancing = true,
-            _ => {}
-        }
+        };
         Ok(())
     }
 
@@ -703,6 +726,20 @@ mod tests {
         assert_eq!(a.log_level.as_deref(), Some("DEBUG"));
         assert_eq!(a.api_port, 9001);
         assert!(a.schema && !a.serve_api && !a.hub_tests && !a.load_balancing);
+        let a = parse(&[
+            "worker",
+            "--rp_serve_api",
+            "--rp_api_host",
+            "0.0.0.0",
+            "--rp_api_concurrency=4",
+            "--hub-tests",
+            "--load-balancing",
+        ]);
+        assert_eq!(
+            (a.serve_api, a.api_host.as_str(), a.api_concurrency),
+            (true, "0.0.0.0", 4)
+        );
+        assert!(a.hub_tests && a.load_balancing && !a.schema);
         // A value may itself contain `=`.
         let a = parse(&["worker", "--test_input", "{\"input\": \"a=b\"}"]);
         assert_eq!(a.test_input.as_deref(), Some("{\"input\": \"a=b\"}"));
