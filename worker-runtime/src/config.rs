@@ -54,104 +54,90 @@ pub(crate) enum Command {
     Help(String),
 }
 
-/// One flag the worker reads: its name, the name of its value (none for a switch), its help,
-/// and what it sets (a switch is given `""`).
+/// One flag the worker reads: its name, what it takes, its help.
 struct Flag {
     name: &'static str,
-    value: Option<&'static str>,
+    takes: Takes,
     help: &'static str,
-    set: fn(&mut Args, String) -> Result<(), Error>,
+}
+
+/// What a flag takes, and what it sets.
+#[derive(Clone, Copy)]
+enum Takes {
+    /// A switch: the field it turns on.
+    Nothing(fn(&mut Args) -> &mut bool),
+    /// A value (its name in `--help`), and how it is stored.
+    Value(&'static str, fn(&mut Args, String) -> Result<(), Error>),
+    /// `--help` / `-h`: the help text instead of running.
+    Help,
 }
 
 /// The flags the worker reads, in the order `--help` lists them.
 const FLAGS: &[Flag] = &[
     Flag {
         name: "--test_input",
-        value: Some("JSON"),
-        help: "Run one job locally and exit: the whole job JSON, e.g. '{\"input\": {\"prompt\": \"hi\"}}'",
-        set: |a, v| {
+        takes: Takes::Value("JSON", |a, v| {
             a.test_input = Some(v);
             Ok(())
-        },
+        }),
+        help: "Run one job locally and exit: the whole job JSON, e.g. '{\"input\": {\"prompt\": \"hi\"}}'",
     },
     Flag {
         name: "--rp_log_level",
-        value: Some("LEVEL"),
-        help: "Log level: NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5). Overrides RUNPOD_LOG_LEVEL",
-        set: |a, v| {
+        takes: Takes::Value("LEVEL", |a, v| {
             a.log_level = Some(v);
             Ok(())
-        },
+        }),
+        help: "Log level: NOTSET, TRACE, DEBUG, INFO, WARN or ERROR (or 0-5). Overrides RUNPOD_LOG_LEVEL",
     },
     Flag {
         name: "--rp_serve_api",
-        value: None,
+        takes: Takes::Nothing(|a| &mut a.serve_api),
         help: "Serve a local RunPod API (a platform emulator) and take its jobs in this process",
-        set: |a, _| {
-            a.serve_api = true;
-            Ok(())
-        },
     },
     Flag {
         name: "--rp_api_host",
-        value: Some("HOST"),
-        help: "The address the local API listens on (with --rp_serve_api) [default: 127.0.0.1]",
-        set: |a, v| {
+        takes: Takes::Value("HOST", |a, v| {
             a.api_host = v;
             Ok(())
-        },
+        }),
+        help: "The address the local API listens on (with --rp_serve_api) [default: 127.0.0.1]",
     },
     Flag {
         name: "--rp_api_port",
-        value: Some("PORT"),
+        takes: Takes::Value("PORT", Args::set_port),
         help: "The port the local API listens on (with --rp_serve_api) [default: 8000]",
-        set: Args::set_port,
     },
     Flag {
         name: "--rp_api_concurrency",
-        value: Some("N"),
+        takes: Takes::Value("N", Args::set_concurrency),
         help: "Jobs run at once with --rp_serve_api; above 1 it overrides the handler's concurrency [default: 1]",
-        set: Args::set_concurrency,
     },
     Flag {
         name: "--schema",
-        value: None,
+        takes: Takes::Nothing(|a| &mut a.schema),
         help: "Print the JSON Schema of the handler's input and output ({\"input\": …, \"output\": …}) and exit, without running init",
-        set: |a, _| {
-            a.schema = true;
-            Ok(())
-        },
     },
     Flag {
         name: "--hub-tests",
-        value: None,
+        takes: Takes::Nothing(|a| &mut a.hub_tests),
         help: "Write the RunPod Hub's .runpod/tests.json from the test input(s) (--test_input, ./test_input.json or the built-in one) and exit, without running init",
-        set: |a, _| {
-            a.hub_tests = true;
-            Ok(())
-        },
     },
     Flag {
         name: "--load-balancing",
-        value: None,
+        takes: Takes::Nothing(|a| &mut a.load_balancing),
         help: "Serve requests over HTTP, as a load-balancing endpoint's worker (PORT, PORT_HEALTH, HEALTH_CHECK_PATH), instead of taking jobs from a queue. Same as WORKER_MODE=load-balancing",
-        set: |a, _| {
-            a.load_balancing = true;
-            Ok(())
-        },
     },
     Flag {
         name: "--help",
-        value: None,
+        takes: Takes::Help,
         help: "Print help",
-        // Answered by `Args::parse` before any flag is set.
-        set: |_, _| Ok(()),
     },
 ];
 
 fn flag(name: &str) -> Option<&'static Flag> {
     match name {
-        "-h" => FLAGS.iter().find(|f| f.name == "--help"),
+        "-h" => FLAGS.iter().find(|f| matches!(f.takes, Takes::Help)),
         name => FLAGS.iter().find(|f| f.name == name),
     }
 }
@@ -190,7 +176,7 @@ impl Args {
                     "unknown flag {item:?}; see {program} --help"
                 )));
             };
-            if flag.name == "--help" {
+            if matches!(flag.takes, Takes::Help) {
                 return Ok(Command::Help(help(program)));
             }
             if seen.contains(&flag.name) {
@@ -200,17 +186,19 @@ impl Args {
                 )));
             }
             seen.push(flag.name);
-            let value = match (flag.value, inline) {
-                (None, None) => String::new(),
-                (None, Some(_)) => {
+            match (flag.takes, inline) {
+                // Answered above, before the once-only check (`--help --help` is still help).
+                (Takes::Help, _) => {}
+                (Takes::Nothing(field), None) => *field(&mut args) = true,
+                (Takes::Nothing(_), Some(_)) => {
                     return Err(Error::config(format!(
                         "{} takes no value (write `{}` alone, not {item:?})",
                         flag.name, flag.name
                     )));
                 }
-                (Some(_), Some(value)) => value.to_owned(),
-                (Some(what), None) => match items.next() {
-                    Some(value) => value.clone(),
+                (Takes::Value(_, set), Some(value)) => set(&mut args, value.to_owned())?,
+                (Takes::Value(what, set), None) => match items.next() {
+                    Some(value) => set(&mut args, value.clone())?,
                     None => {
                         return Err(Error::config(format!(
                             "{} needs a value: {} <{what}>",
@@ -218,8 +206,7 @@ impl Args {
                         )));
                     }
                 },
-            };
-            (flag.set)(&mut args, value)?;
+            }
         }
         Ok(Command::Run(args))
     }
@@ -254,18 +241,18 @@ impl Args {
 
 /// The program's file name, as `--help` shows it.
 fn program_name(path: &str) -> &str {
-    path.rsplit('/')
-        .next()
-        .filter(|n| !n.is_empty())
+    std::path::Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
         .unwrap_or(path)
 }
 
 /// `--help`: what the worker is, then every flag with its value and help, aligned.
 fn help(program: &str) -> String {
-    let shown = |f: &Flag| match (f.name, f.value) {
-        ("--help", _) => "-h, --help".to_owned(),
-        (name, Some(value)) => format!("    {name} <{value}>"),
-        (name, None) => format!("    {name}"),
+    let shown = |f: &Flag| match f.takes {
+        Takes::Help => format!("-h, {}", f.name),
+        Takes::Value(value, _) => format!("    {} <{value}>", f.name),
+        Takes::Nothing(_) => format!("    {}", f.name),
     };
     let width = FLAGS.iter().map(|f| shown(f).len()).max().unwrap_or(0);
     let mut text = format!(
@@ -293,7 +280,7 @@ fn split_known(args: &[String]) -> (Vec<String>, Vec<String>) {
         match flag(name) {
             Some(flag) => {
                 known.push(arg.clone());
-                if flag.value.is_some()
+                if matches!(flag.takes, Takes::Value(..))
                     && !arg.contains('=')
                     && let Some(value) = items.next()
                 {
