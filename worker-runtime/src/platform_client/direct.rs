@@ -1,38 +1,56 @@
-//! The job loop's requests to the platform on keep-alive HTTP/1.1 connections that the
-//! requesting task drives itself (hyper's connection-level client), instead of reqwest's pool.
+//! The job loop's requests to the platform: HTTP/1.1 on keep-alive connections of our own, each
+//! request written and its answer read by the task that sends it.
 //!
-//! Why: a job is one job-take and one job-done. Through reqwest each request crosses to the
-//! pool's connection task and back (on the multi-thread runtime each crossing can wake another
-//! worker thread), re-parses its URL into a `Uri` and, for the response, back into a `Url`
-//! (tower-http's redirect layer), and checks a connection out of a keyed pool. Here a
-//! connection is checked out of a plain stack per origin and polled by the task that sends on
-//! it, for the whole exchange: no hand-off, no URL parsing, no pool bookkeeping. BENCHMARKS.md
-//! has the before and after.
+//! Why not a general client: the platform's worker routes need little of HTTP (a GET, or a POST
+//! with a JSON body, out; a status, a few headers and a body framed by Content-Length, chunked or
+//! the close, back), and what a general client spends on the rest was most of a job's cost.
+//! reqwest's pool re-parsed each URL twice per request and handed every request to a connection
+//! task and back; hyper's connection-level client, which replaced it, still fed each request
+//! through a per-connection dispatch channel (a 9 KB block before the first request) to a boxed
+//! connection future with 8 KB read and write buffers: about 34 KB a connection, and at
+//! concurrency 64 a worker holds 65. Here a connection is its socket and one buffer: the request
+//! is written from it, the answer read into it and parsed with httparse (hyper's own parser).
+//! BENCHMARKS.md ("What changed") has each step's before and after.
 //!
 //! Used for `http` and `https` platform URLs unless a proxy is configured in the environment
 //! (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, any case), which reqwest honours and this does
-//! not; then every request goes through reqwest as before.
+//! not; then every request goes through reqwest.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::{Pin, pin};
+use std::io::Write as _;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1;
-use hyper::header::{HOST, HeaderMap, HeaderValue};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use reqwest::Url;
+use reqwest::header::{
+    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+};
+use reqwest::{Method, StatusCode, Url};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
 /// How long connecting (TCP, then TLS) may take, as reqwest's `connect_timeout` here.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per origin: more than any concurrency needs at once is waste.
 const MAX_IDLE: usize = 256;
+/// A connection's buffer to start with: a request, then its answer's head and a small body,
+/// each in one system call.
+const BUFFER: usize = 4096;
+/// A buffer that grew past this (a large answer's head or chunks) is given back after the
+/// exchange rather than kept by an idle connection.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// A request body up to this size goes out in the same write as the head.
+const INLINE_BODY: usize = 16 * 1024;
+/// The most an answer's head (status line and headers) may take, as hyper's default limit.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers an answer may have, as hyper's default.
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line of a chunked body (the size and any extensions).
+const MAX_CHUNK_LINE: usize = 4096;
+/// Reserved at most at once for a body whose length the answer states: a wrong length must
+/// not allocate gigabytes before a byte arrives.
+const RESERVE_STEP: usize = 1 << 20;
 
 /// A request's answer: what the job loop reads of it.
 #[derive(Debug)]
@@ -64,18 +82,76 @@ impl std::error::Error for TransportError {
     }
 }
 
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+/// A connection's socket, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
 
-/// One keep-alive connection: the sending half and the future that runs it.
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One keep-alive connection: its socket, and the buffer its requests are written from and
+/// its answers read into.
 struct Conn {
-    send: http1::SendRequest<Full<Bytes>>,
-    driver: Driver,
+    stream: Stream,
+    buf: Vec<u8>,
+}
+
+/// Where a connection goes: what connections are kept by.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn is(&self, https: bool, host: &str, port: u16) -> bool {
+        self.https == https && self.port == port && self.host == host
+    }
 }
 
 /// The idle connections of every origin the platform's URLs name, and what a request needs.
 pub(crate) struct Connections {
-    idle: Mutex<HashMap<String, Vec<Conn>>>,
-    /// Authorization and User-Agent, on every request.
+    /// A list, not a map: a worker's URLs name one origin, two at most.
+    idle: Mutex<Vec<(Origin, Vec<Conn>)>>,
+    /// Authorization, User-Agent and Accept, on every request.
     headers: HeaderMap,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -102,7 +178,7 @@ impl Connections {
         let mut tls = tls;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Some(Connections {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Vec::new()),
             headers,
             tls: Arc::new(tls),
         })
@@ -110,12 +186,12 @@ impl Connections {
 
     /// Send one request on an idle connection to the URL's origin (or a new one) and read the
     /// whole answer, all within `timeout`. The connection goes back to the idle stack when the
-    /// exchange ended cleanly and the server keeps it open.
+    /// answer ended cleanly and the server keeps the connection open.
     pub(crate) async fn request(
         &self,
         method: Method,
         url: &Url,
-        extra: &[(hyper::header::HeaderName, HeaderValue)],
+        extra: &[(HeaderName, HeaderValue)],
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, TransportError> {
@@ -130,44 +206,27 @@ impl Connections {
         let Some(host) = url.host_str() else {
             return Err(failed("the URL has no host", None));
         };
-        let https = url.scheme() == "https";
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(failed("the URL is neither http nor https", None)),
+        };
         let port = url
             .port_or_known_default()
             .unwrap_or(if https { 443 } else { 80 });
-        let origin = format!("{}://{host}:{port}", url.scheme());
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_owned(),
-        };
-        let target = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
-
-        let host_header = HeaderValue::from_str(&authority)
-            .map_err(|e| failed("the URL's host is not a header value", Some(Box::new(e))))?;
-        let build = || {
-            let mut request = Request::builder()
-                .method(method.clone())
-                .uri(target.as_str())
-                .body(Full::new(body.clone()))
-                .map_err(|e| failed("could not build the request", Some(Box::new(e))))?;
-            let headers = request.headers_mut();
-            headers.insert(HOST, host_header.clone());
-            for (name, value) in &self.headers {
-                headers.insert(name.clone(), value.clone());
-            }
-            for (name, value) in extra {
-                headers.insert(name.clone(), value.clone());
-            }
-            Ok::<_, TransportError>(request)
+        let request = Request {
+            method: &method,
+            url,
+            headers: &self.headers,
+            extra,
+            body: &body,
         };
 
         let exchange = async {
-            // A kept connection the server closed just as it was reused fails before anything
-            // was answered: the request goes once more, on a new connection (as hyper's pool
-            // does), instead of reporting a failure the platform never saw.
-            let mut reused = self.checkout(&origin);
+            // A kept connection the server closed just as it was reused fails before any of
+            // the answer arrived: the request goes once more, on a new connection (as hyper's
+            // pool does), instead of reporting a failure the platform never saw.
+            let mut reused = self.checkout(https, host, port);
             loop {
                 let was_reused = reused.is_some();
                 let mut conn = match reused.take() {
@@ -177,25 +236,15 @@ impl Connections {
                         .await
                         .map_err(|e| failed("could not connect to the platform", Some(e)))?,
                 };
-                match exchange_on(&mut conn, build()?).await {
-                    Ok((answer, open)) => {
-                        if open && still_open(&mut conn.driver) && !conn.send.is_closed() {
-                            self.checkin(origin.clone(), conn);
+                match exchange_on(&mut conn, &request).await {
+                    Ok((answer, reusable)) => {
+                        if reusable {
+                            self.checkin(https, host, port, conn);
                         }
                         return Ok(answer);
                     }
-                    Err(e)
-                        if was_reused
-                            && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(failed(
-                            "the platform's connection failed",
-                            Some(Box::new(e)),
-                        ));
-                    }
+                    Err(e) if was_reused && !e.answered => continue,
+                    Err(e) => return Err(failed(e.what, e.source)),
                 }
             }
         };
@@ -205,21 +254,32 @@ impl Connections {
         }
     }
 
-    fn checkout(&self, origin: &str) -> Option<Conn> {
+    fn checkout(&self, https: bool, host: &str, port: u16) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let stack = idle.get_mut(origin)?;
+        let (_, stack) = idle.iter_mut().find(|(o, _)| o.is(https, host, port))?;
         while let Some(mut conn) = stack.pop() {
             // A connection the server closed while it sat idle shows it now.
-            if still_open(&mut conn.driver) && !conn.send.is_closed() {
+            if still_open(&mut conn.stream) {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn checkin(&self, origin: String, conn: Conn) {
+    fn checkin(&self, https: bool, host: &str, port: u16, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let stack = idle.entry(origin).or_default();
+        let stack = match idle.iter().position(|(o, _)| o.is(https, host, port)) {
+            Some(i) => &mut idle[i].1,
+            None => {
+                let origin = Origin {
+                    https,
+                    host: host.to_owned(),
+                    port,
+                };
+                idle.push((origin, Vec::new()));
+                &mut idle.last_mut().expect("just pushed").1
+            }
+        };
         if stack.len() < MAX_IDLE {
             stack.push(conn);
         }
@@ -236,16 +296,19 @@ impl Connections {
             let name = host.trim_start_matches('[').trim_end_matches(']');
             let tcp = TcpStream::connect((name, port)).await?;
             tcp.set_nodelay(true)?;
-            let conn = if https {
+            let stream = if https {
                 let server = rustls::pki_types::ServerName::try_from(name.to_owned())?;
                 let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                     .connect(server, tcp)
                     .await?;
-                handshake(tls).await?
+                Stream::Tls(Box::new(tls))
             } else {
-                handshake(tcp).await?
+                Stream::Plain(tcp)
             };
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(conn)
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Conn {
+                stream,
+                buf: Vec::new(),
+            })
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
@@ -253,178 +316,516 @@ impl Connections {
     }
 }
 
-/// One request on `conn`, the connection polled by this task meanwhile: the answer, and
-/// whether the connection is still open.
+/// What goes out: the request line's method and target, and the headers.
+struct Request<'a> {
+    method: &'a Method,
+    url: &'a Url,
+    /// On every request; a name in `extra` replaces the same name here.
+    headers: &'a HeaderMap,
+    extra: &'a [(HeaderName, HeaderValue)],
+    body: &'a Bytes,
+}
+
+impl Request<'_> {
+    /// The request line and headers, as hyper writes them (lower-case names, `host` first, a
+    /// `content-length` unless a GET or HEAD has no body).
+    fn write_head(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.url.path().as_bytes());
+        if let Some(query) = self.url.query() {
+            out.push(b'?');
+            out.extend_from_slice(query.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(self.url.host_str().unwrap_or_default().as_bytes());
+        if let Some(port) = self.url.port() {
+            let _ = write!(out, ":{port}");
+        }
+        out.extend_from_slice(b"\r\n");
+        let replaced = |name: &HeaderName| self.extra.iter().any(|(n, _)| n == name);
+        let common = self.headers.iter().filter(|(name, _)| !replaced(name));
+        for (name, value) in common.chain(self.extra.iter().map(|(n, v)| (n, v))) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let bodiless = matches!(*self.method, Method::GET | Method::HEAD);
+        if !self.body.is_empty() || !bodiless {
+            let _ = write!(out, "content-length: {}\r\n", self.body.len());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Why an exchange failed, and whether any of the answer had arrived (a request that got no
+/// byte back on a reused connection can go again on a new one).
+struct ExchangeError {
+    what: &'static str,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    answered: bool,
+}
+
+impl ExchangeError {
+    fn io(answered: bool) -> impl FnOnce(std::io::Error) -> ExchangeError {
+        move |e| ExchangeError {
+            what: "the platform's connection failed",
+            source: Some(Box::new(e)),
+            answered,
+        }
+    }
+
+    /// The answer arrived but is not HTTP/1.1 as it must be.
+    fn malformed(what: &'static str) -> ExchangeError {
+        ExchangeError {
+            what,
+            source: None,
+            answered: true,
+        }
+    }
+
+    fn cut_off() -> ExchangeError {
+        ExchangeError::malformed("the platform closed the connection in the middle of its answer")
+    }
+}
+
+/// One request on `conn` and its whole answer: the answer, and whether the connection can
+/// carry another request.
 async fn exchange_on(
     conn: &mut Conn,
-    request: Request<Full<Bytes>>,
-) -> hyper::Result<(Answer, bool)> {
-    let Conn { send, driver } = conn;
-    let answer = async {
-        std::future::poll_fn(|cx| send.poll_ready(cx)).await?;
-        let response = send.send_request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok::<_, hyper::Error>(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    };
-    let answer = pin!(answer);
-    let (answer, open) = Exchange::new(answer, driver.as_mut()).await;
-    Ok((answer?, open))
-}
-
-async fn handshake<IO>(io: IO) -> hyper::Result<Conn>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (send, connection) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
-    Ok(Conn {
-        send,
-        driver: Box::pin(connection),
-    })
-}
-
-/// The request's future and its connection's, polled together by the requesting task.
-///
-/// The two wake each other (the request queued for the connection to write, the answer read
-/// for the request), and a task woken while it runs is scheduled again, which on the
-/// multi-thread runtime can wake another worker thread for it. So a wake that comes while this
-/// future is being polled only marks "poll again", and it polls again before returning;
-/// a wake from outside (the socket readable) reaches the task as usual.
-struct Exchange<'a, A> {
-    answer: Pin<&'a mut A>,
-    driver: Pin<&'a mut (dyn Future<Output = hyper::Result<()>> + Send)>,
-    /// The connection ended before the answer was complete.
-    ended: bool,
-    waker: Arc<LocalWake>,
-}
-
-/// A waker that defers to the task's own unless the wake comes while the exchange is polled.
-#[derive(Default)]
-struct LocalWake {
-    task: Mutex<Option<std::task::Waker>>,
-    polling: std::sync::atomic::AtomicBool,
-    again: std::sync::atomic::AtomicBool,
-}
-
-impl std::task::Wake for LocalWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+    request: &Request<'_>,
+) -> Result<(Answer, bool), ExchangeError> {
+    let Conn { stream, buf } = conn;
+    buf.clear();
+    if buf.capacity() < BUFFER {
+        buf.reserve(BUFFER);
     }
-    fn wake_by_ref(self: &Arc<Self>) {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.polling.load(SeqCst) {
-            self.again.store(true, SeqCst);
-            // Woken from another thread while this one polls: make sure the task runs again
-            // if the poll below misses it.
-            if self.polling.load(SeqCst) {
-                return;
+    request.write_head(buf);
+    if request.body.len() <= INLINE_BODY {
+        buf.extend_from_slice(request.body);
+        stream
+            .write_all(buf)
+            .await
+            .map_err(ExchangeError::io(false))?;
+    } else {
+        stream
+            .write_all(buf)
+            .await
+            .map_err(ExchangeError::io(false))?;
+        stream
+            .write_all(request.body)
+            .await
+            .map_err(ExchangeError::io(false))?;
+    }
+    // TLS holds written records until flushed; a plain socket's flush does nothing.
+    stream.flush().await.map_err(ExchangeError::io(false))?;
+    buf.clear();
+    let answer = read_answer(stream, buf, *request.method == Method::HEAD).await;
+    if buf.capacity() > KEEP_BUFFER {
+        *buf = Vec::new();
+    }
+    answer
+}
+
+/// How an answer's body ends (RFC 9112, section 6.3).
+#[derive(Debug, PartialEq)]
+enum Framing {
+    /// No body: an answer to HEAD, a 204 or a 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the server closes the connection.
+    UntilClose,
+}
+
+/// An answer's status line and headers, parsed.
+#[derive(Debug)]
+struct Head {
+    /// Its length in the buffer: the body starts here.
+    len: usize,
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    /// The server keeps the connection open after this answer.
+    keep_alive: bool,
+}
+
+/// Read one answer (after any 1xx) from `stream` into `buf`: the answer, and whether the
+/// connection ended it cleanly and stays open.
+async fn read_answer(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> Result<(Answer, bool), ExchangeError> {
+    let mut answered = false;
+    let head = loop {
+        if let Some(head) = parse_head(buf, head_request)? {
+            if head.status.is_informational() {
+                // 100 Continue, 103 Early Hints: the answer follows.
+                buf.drain(..head.len);
+                continue;
             }
+            break head;
         }
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(task) = task {
-            task.wake();
-        }
-    }
-}
-
-impl<'a, A> Exchange<'a, A> {
-    fn new(
-        answer: Pin<&'a mut A>,
-        driver: Pin<&'a mut (dyn Future<Output = hyper::Result<()>> + Send)>,
-    ) -> Self {
-        Exchange {
-            answer,
-            driver,
-            ended: false,
-            waker: Arc::new(LocalWake::default()),
-        }
-    }
-}
-
-impl<A, T> Future for Exchange<'_, A>
-where
-    A: Future<Output = T>,
-{
-    /// The answer, and whether the connection is still open.
-    type Output = (T, bool);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<(T, bool)> {
-        use std::sync::atomic::Ordering::SeqCst;
+        if fill(stream, buf)
+            .await
+            .map_err(ExchangeError::io(answered))?
+            == 0
         {
-            let mut task = self.waker.task.lock().unwrap_or_else(|p| p.into_inner());
-            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
+            return Err(if answered {
+                ExchangeError::cut_off()
+            } else {
+                ExchangeError {
+                    what: "the platform closed the connection without answering",
+                    source: None,
+                    answered: false,
+                }
+            });
+        }
+        answered = true;
+    };
+    let (body, clean) = match head.framing {
+        Framing::Empty => (Bytes::new(), buf.len() == head.len),
+        Framing::Length(n) => read_length(stream, buf, head.len, n).await?,
+        Framing::Chunked => read_chunked(stream, buf, head.len).await?,
+        Framing::UntilClose => (read_to_close(stream, buf, head.len).await?, false),
+    };
+    let answer = Answer {
+        status: head.status,
+        headers: head.headers,
+        body,
+    };
+    Ok((answer, clean && head.keep_alive))
+}
+
+/// Read more of the answer into `buf`'s spare room (made if there is little): bytes read, 0 at
+/// the end of the stream.
+async fn fill(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(buf.len().max(BUFFER));
+    }
+    stream.read_buf(buf).await
+}
+
+/// The answer's head at the start of `buf`, if all of it is there.
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(ExchangeError::malformed(
+                "the platform's answer has a head (status line and headers) over 64 KiB",
+            ));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ExchangeError::malformed(
+                "the platform's answer has more than 100 headers",
+            ));
+        }
+        Err(e) => {
+            return Err(ExchangeError {
+                what: "the platform's answer is not HTTP/1.1",
+                source: Some(Box::new(e)),
+                answered: true,
+            });
+        }
+    };
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(ExchangeError::malformed(
+            "the platform's answer has an invalid status code",
+        ))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(ExchangeError::malformed(
+            "the platform switched protocols, which the worker never asks for",
+        ));
+    }
+    let http11 = response.version == Some(1);
+    let mut close = !http11;
+    let mut length = None;
+    let mut transfer_encoded = false;
+    let mut chunked = false;
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for header in response.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(header.value),
+        ) else {
+            return Err(ExchangeError::malformed(
+                "the platform's answer has an invalid header",
+            ));
+        };
+        if name == CONTENT_LENGTH {
+            let n = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(ExchangeError::malformed(
+                    "the platform's answer has an invalid Content-Length",
+                ))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ExchangeError::malformed(
+                    "the platform's answer has two different Content-Lengths",
+                ));
+            }
+            length = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            // The body is chunked when chunked is the last coding applied.
+            transfer_encoded = true;
+            chunked = tokens(header.value)
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION {
+            for token in tokens(header.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
+                    close = false;
+                }
             }
         }
-        let local = std::task::Waker::from(self.waker.clone());
-        let mut inner = std::task::Context::from_waker(&local);
-        let this = &mut *self;
-        // Enough rounds for a request to be written and its whole answer read when the socket
-        // has it all; past that, yield as any future would.
-        for _ in 0..16 {
-            this.waker.polling.store(true, SeqCst);
-            this.waker.again.store(false, SeqCst);
-            let answer = this.answer.as_mut().poll(&mut inner);
-            if let Poll::Ready(answer) = answer {
-                this.waker.polling.store(false, SeqCst);
-                return Poll::Ready((answer, !this.ended));
-            }
-            if !this.ended && this.driver.as_mut().poll(&mut inner).is_ready() {
-                this.ended = true;
-            }
-            this.waker.polling.store(false, SeqCst);
-            if !this.waker.again.load(SeqCst) {
-                return Poll::Pending;
+        headers.append(name, value);
+    }
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if transfer_encoded {
+        // Transfer-Encoding overrides Content-Length; without chunked last, the close ends it.
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Some(Head {
+        len,
+        status,
+        headers,
+        framing,
+        keep_alive: !close,
+    }))
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// A body of `n` bytes starting at `start` in `buf`: the body, and whether nothing followed it.
+async fn read_length(
+    stream: &mut Stream,
+    buf: &[u8],
+    start: usize,
+    n: u64,
+) -> Result<(Bytes, bool), ExchangeError> {
+    let buffered = &buf[start..];
+    if buffered.len() as u64 >= n {
+        let n = n as usize;
+        return Ok((Bytes::copy_from_slice(&buffered[..n]), buffered.len() == n));
+    }
+    let n = usize::try_from(n).map_err(|_| {
+        ExchangeError::malformed("the platform's answer has a body too large to hold")
+    })?;
+    let mut body = Vec::with_capacity(n.min(RESERVE_STEP).max(buffered.len()));
+    body.extend_from_slice(buffered);
+    read_exactly(stream, &mut body, n - buffered.len()).await?;
+    Ok((Bytes::from(body), true))
+}
+
+/// Read exactly `more` bytes onto the end of `body`, never past them.
+async fn read_exactly(
+    stream: &mut Stream,
+    body: &mut Vec<u8>,
+    mut more: usize,
+) -> Result<(), ExchangeError> {
+    while more > 0 {
+        body.reserve(more.min(RESERVE_STEP));
+        let read = (&mut *stream)
+            .take(more as u64)
+            .read_buf(body)
+            .await
+            .map_err(ExchangeError::io(true))?;
+        if read == 0 {
+            return Err(ExchangeError::cut_off());
+        }
+        more -= read;
+    }
+    Ok(())
+}
+
+/// A chunked body starting at `start` in `buf`: the body, and whether nothing followed it.
+async fn read_chunked(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    start: usize,
+) -> Result<(Bytes, bool), ExchangeError> {
+    let bad = || ExchangeError::malformed("the platform's answer has an invalid chunked body");
+    let mut pos = start;
+    let mut body = Vec::new();
+    loop {
+        let end = line_end(stream, buf, &mut pos).await?;
+        let line = &buf[pos..end];
+        let digits = line
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        let size = std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| !d.is_empty() && d.len() <= 15)
+            .and_then(|d| u64::from_str_radix(d, 16).ok())
+            .ok_or_else(bad)?;
+        pos = end + 2;
+        if size == 0 {
+            // Trailers (ignored), up to an empty line.
+            loop {
+                let end = line_end(stream, buf, &mut pos).await?;
+                let empty = end == pos;
+                pos = end + 2;
+                if empty {
+                    return Ok((Bytes::from(body), buf.len() == pos));
+                }
             }
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        let size = usize::try_from(size).map_err(|_| bad())?;
+        let buffered = (buf.len() - pos).min(size);
+        body.extend_from_slice(&buf[pos..pos + buffered]);
+        pos += buffered;
+        if buffered < size {
+            // The buffer is used up: the rest of the chunk goes straight into the body.
+            buf.clear();
+            pos = 0;
+            read_exactly(stream, &mut body, size - buffered).await?;
+        }
+        while buf.len() - pos < 2 {
+            if fill(stream, buf).await.map_err(ExchangeError::io(true))? == 0 {
+                return Err(ExchangeError::cut_off());
+            }
+        }
+        if &buf[pos..pos + 2] != b"\r\n" {
+            return Err(bad());
+        }
+        pos += 2;
     }
 }
 
-/// Poll the connection once without waiting: false when it has ended (the server closed it,
-/// or it failed).
-fn still_open(driver: &mut Driver) -> bool {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    matches!(driver.as_mut().poll(&mut cx), Poll::Pending)
+/// Where the line starting at `pos` in `buf` ends (its CRLF), reading more as needed; what was
+/// already read before `pos` may be dropped from `buf` to make room (`pos` moves with it).
+async fn line_end(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    pos: &mut usize,
+) -> Result<usize, ExchangeError> {
+    loop {
+        if let Some(i) = buf[*pos..].windows(2).position(|w| w == b"\r\n") {
+            return Ok(*pos + i);
+        }
+        if buf.len() - *pos > MAX_CHUNK_LINE {
+            return Err(ExchangeError::malformed(
+                "the platform's answer has a chunk-size line over 4 KiB",
+            ));
+        }
+        if *pos > 0 {
+            buf.drain(..*pos);
+            *pos = 0;
+        }
+        if fill(stream, buf).await.map_err(ExchangeError::io(true))? == 0 {
+            return Err(ExchangeError::cut_off());
+        }
+    }
+}
+
+/// A body that ends when the server closes the connection, starting at `start` in `buf`.
+async fn read_to_close(
+    stream: &mut Stream,
+    buf: &[u8],
+    start: usize,
+) -> Result<Bytes, ExchangeError> {
+    let mut body = buf[start..].to_vec();
+    loop {
+        body.reserve(BUFFER);
+        if stream
+            .read_buf(&mut body)
+            .await
+            .map_err(ExchangeError::io(true))?
+            == 0
+        {
+            return Ok(Bytes::from(body));
+        }
+    }
+}
+
+/// Poll the socket once without waiting: false when it has ended (the server closed it, it
+/// failed, or it has bytes no request asked for).
+fn still_open(stream: &mut Stream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut unread = ReadBuf::new(&mut byte);
+    matches!(
+        Pin::new(stream).poll_read(&mut cx, &mut unread),
+        Poll::Pending
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use bytes::Bytes;
-    use hyper::header::HeaderMap;
-    use hyper::{Method, StatusCode};
-    use reqwest::Url;
+    use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+    use reqwest::{Method, StatusCode, Url};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
-    use super::Connections;
+    use super::{Answer, Connections, TransportError};
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
 
     /// What the test server does with each connection.
     #[derive(Clone, Copy, PartialEq)]
     enum Serve {
-        /// Answer every request, keep the connection open.
-        KeepOpen,
+        /// Answer every request with these bytes, keep the connection open.
+        KeepOpen(&'static [u8]),
         /// Close the connection after its first answer (and say so on `closed`).
-        CloseAfterAnswer,
+        CloseAfterAnswer(&'static [u8]),
         /// Answer the first request, then read the second and close without answering: a
         /// kept connection the server dropped just as it was reused.
         DropTheSecond,
     }
 
-    /// A server on loopback answering requests `{}` as `serve` says. Returns its URL, its
-    /// accept count and, on `closed`, a message per connection closed after an answer.
-    async fn server(serve: Serve) -> (Url, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    /// A request as the server read it: its head (lower-cased) and its body.
+    type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+    /// The test server on loopback.
+    struct Server {
+        url: Url,
+        accepted: Arc<AtomicUsize>,
+        /// A message per connection closed after an answer.
+        closed: mpsc::UnboundedReceiver<()>,
+        received: Received,
+    }
+
+    /// A server answering as `serve` says.
+    async fn server(serve: Serve) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!(
             "http://{}/job-done/w/j?x=1",
@@ -432,13 +833,14 @@ mod tests {
         ))
         .unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Received::default();
         let (closed_tx, closed) = mpsc::unbounded_channel();
-        let count = accepted.clone();
+        let (count, log) = (accepted.clone(), received.clone());
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
-                let closed_tx = closed_tx.clone();
+                let (closed_tx, log) = (closed_tx.clone(), log.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -463,18 +865,17 @@ mod tests {
                         if buf.len() < end + 4 + length {
                             continue;
                         }
-                        assert!(head.contains("host: 127.0.0.1:"), "{head}");
-                        assert!(head.contains("/job-done/w/j?x=1 http/1.1"), "{head}");
+                        let body = buf[end + 4..end + 4 + length].to_vec();
+                        log.lock().unwrap().push((head, body));
                         buf.drain(..end + 4 + length);
                         requests += 1;
-                        if serve == Serve::DropTheSecond && requests == 2 {
-                            return;
-                        }
-                        socket
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-                            .await
-                            .unwrap();
-                        if serve == Serve::CloseAfterAnswer {
+                        let answer = match serve {
+                            Serve::DropTheSecond if requests == 2 => return,
+                            Serve::DropTheSecond => OK,
+                            Serve::KeepOpen(answer) | Serve::CloseAfterAnswer(answer) => answer,
+                        };
+                        socket.write_all(answer).await.unwrap();
+                        if matches!(serve, Serve::CloseAfterAnswer(_)) {
                             drop(socket);
                             let _ = closed_tx.send(());
                             return;
@@ -483,12 +884,25 @@ mod tests {
                 });
             }
         });
-        (url, accepted, closed)
+        Server {
+            url,
+            accepted,
+            closed,
+            received,
+        }
     }
 
     fn connections() -> Connections {
         let tls = crate::tls::client_config().unwrap();
-        Connections::new(HeaderMap::new(), tls).expect("no proxy in the test environment")
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("key"));
+        Connections::new(headers, tls).expect("no proxy in the test environment")
+    }
+
+    async fn get(conns: &Connections, url: &Url) -> Result<Answer, TransportError> {
+        conns
+            .request(Method::GET, url, &[], Bytes::new(), Duration::from_secs(5))
+            .await
     }
 
     /// POST `n` to `url` and check the server's `{}` came back.
@@ -512,36 +926,198 @@ mod tests {
     /// `requests` POSTs in a row to a server serving as `serve`, each answered: how many
     /// connections they took.
     async fn connections_taken(serve: Serve, requests: usize) -> usize {
-        let (url, accepted, _closed) = server(serve).await;
+        let server = server(serve).await;
         let conns = connections();
         for n in 0..requests {
-            post_answered(&conns, &url, n).await;
+            post_answered(&conns, &server.url, n).await;
         }
-        accepted.load(Ordering::SeqCst)
+        server.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Two GETs to a server answering `answer` on a kept connection: the first's answer, and
+    /// how many connections the two took.
+    async fn get_twice(answer: &'static [u8]) -> (Answer, usize) {
+        let server = server(Serve::KeepOpen(answer)).await;
+        let conns = connections();
+        let first = get(&conns, &server.url).await.unwrap();
+        get(&conns, &server.url).await.unwrap();
+        (first, server.accepted.load(Ordering::SeqCst))
     }
 
     #[tokio::test]
     async fn one_connection_serves_request_after_request() {
-        assert_eq!(connections_taken(Serve::KeepOpen, 20).await, 1);
+        assert_eq!(connections_taken(Serve::KeepOpen(OK), 20).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_is_its_line_host_headers_and_length() {
+        let server = server(Serve::KeepOpen(OK)).await;
+        let conns = connections();
+        let extra = [(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("j"),
+        )];
+        let big = Bytes::from(vec![b'x'; 100_000]);
+        for body in [Bytes::from_static(b"{\"a\":1}"), big.clone()] {
+            conns
+                .request(
+                    Method::POST,
+                    &server.url,
+                    &extra,
+                    body,
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+        }
+        get(&conns, &server.url).await.unwrap();
+        let port = server.url.port().unwrap();
+        let received = server.received.lock().unwrap().clone();
+        let heads: Vec<&str> = received.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(
+            heads,
+            [
+                format!(
+                    "post /job-done/w/j?x=1 http/1.1\r\nhost: 127.0.0.1:{port}\r\n\
+                     authorization: key\r\nx-request-id: j\r\ncontent-length: 7"
+                ),
+                format!(
+                    "post /job-done/w/j?x=1 http/1.1\r\nhost: 127.0.0.1:{port}\r\n\
+                     authorization: key\r\nx-request-id: j\r\ncontent-length: 100000"
+                ),
+                format!(
+                    "get /job-done/w/j?x=1 http/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: key"
+                ),
+            ]
+        );
+        assert_eq!(received[0].1, b"{\"a\":1}");
+        assert_eq!(received[1].1, big);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_read_whole_and_its_connection_kept() {
+        let (answer, connections) = get_twice(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: b\r\n\r\n\
+              4;ext=1\r\n{\"jo\r\n6\r\nbs\":[]\r\n1\r\n}\r\n0\r\ntrailer: t\r\n\r\n",
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(&answer.body[..], b"{\"jobs\":[]}");
+        assert_eq!(answer.headers["x-a"], "b");
+        assert_eq!(connections, 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_arrives_whole() {
+        // Larger than the connection's buffer: read across many system calls.
+        static LARGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let raw = LARGE.get_or_init(|| {
+            let body = "y".repeat(3_000_000);
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into()
+        });
+        let (answer, connections) = get_twice(raw).await;
+        assert_eq!(answer.body.len(), 3_000_000);
+        assert!(answer.body.iter().all(|&b| b == b'y'));
+        assert_eq!(connections, 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_100_continue_is_the_one_read() {
+        let (answer, connections) = get_twice(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nretry-after: 3\r\n\r\n",
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+        assert_eq!(answer.headers["retry-after"], "3");
+        assert_eq!(connections, 1);
+    }
+
+    #[tokio::test]
+    async fn connection_close_in_the_answer_is_honoured() {
+        let (_, connections) =
+            get_twice(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}").await;
+        assert_eq!(connections, 2);
+        // HTTP/1.0 closes unless it says keep-alive.
+        let (_, connections) = get_twice(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
+        assert_eq!(connections, 2);
+        let (_, connections) =
+            get_twice(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\n{}")
+                .await;
+        assert_eq!(connections, 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_length_ends_with_the_close() {
+        let server = server(Serve::CloseAfterAnswer(
+            b"HTTP/1.1 200 OK\r\n\r\n{\"id\":1}",
+        ))
+        .await;
+        let answer = get(&connections(), &server.url).await.unwrap();
+        assert_eq!(&answer.body[..], b"{\"id\":1}");
+    }
+
+    /// An answer the worker cannot read: the error says what was wrong with it.
+    async fn unreadable(answer: &'static [u8]) -> String {
+        let server = server(Serve::CloseAfterAnswer(answer)).await;
+        let err = get(&connections(), &server.url).await.unwrap_err();
+        crate::error::chain(&err)
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_answer_is_an_error_saying_why() {
+        let cases: [(&[u8], &str); 6] = [
+            (
+                b"SMTP ready\r\n\r\n",
+                "the platform's answer is not HTTP/1.1",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}",
+                "the platform closed the connection in the middle of its answer",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n{}",
+                "the platform's answer has an invalid Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+                "the platform's answer has two different Content-Lengths",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                "the platform's answer has an invalid chunked body",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
+                "the platform's answer has an invalid chunked body",
+            ),
+        ];
+        for (answer, why) in cases {
+            let text = unreadable(answer).await;
+            assert!(
+                text.starts_with(&format!("{why} (http://127.0.0.1:")),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_reused() {
-        let (url, accepted, mut closed) = server(Serve::CloseAfterAnswer).await;
+        let mut server = server(Serve::CloseAfterAnswer(OK)).await;
         let conns = connections();
         for _ in 0..3 {
-            let answer = conns
-                .request(Method::GET, &url, &[], Bytes::new(), Duration::from_secs(5))
-                .await
-                .unwrap();
+            let answer = get(&conns, &server.url).await.unwrap();
             assert_eq!(answer.status, StatusCode::OK);
             // The server has closed this one before the next request goes out.
-            tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            tokio::time::timeout(Duration::from_secs(5), server.closed.recv())
                 .await
                 .unwrap();
             tokio::task::yield_now().await;
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
     }
 
     /// The server closes each connection right after answering, as the next request is about
@@ -549,7 +1125,7 @@ mod tests {
     /// request sent again on a new connection when the close came first).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_close_racing_the_next_request_is_not_an_error() {
-        assert_eq!(connections_taken(Serve::CloseAfterAnswer, 50).await, 50);
+        assert_eq!(connections_taken(Serve::CloseAfterAnswer(OK), 50).await, 50);
     }
 
     /// The request went out on a kept connection and the server closed it unanswered: it is
@@ -558,6 +1134,36 @@ mod tests {
     async fn a_request_the_kept_connection_dropped_goes_again_on_a_new_one() {
         // The second request was dropped on the first connection and answered on a second.
         assert_eq!(connections_taken(Serve::DropTheSecond, 2).await, 2);
+    }
+
+    /// A new connection that closes unanswered is a failure, not sent again: the platform
+    /// may have seen the request.
+    #[tokio::test]
+    async fn a_new_connection_closed_unanswered_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!(
+            "http://{}/job-take/w",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let accepted = tokio::spawn(async move {
+            let mut count = 0;
+            while let Ok(Ok((mut socket, _))) =
+                tokio::time::timeout(Duration::from_millis(500), listener.accept()).await
+            {
+                count += 1;
+                let mut chunk = [0u8; 4096];
+                let _ = socket.read(&mut chunk).await;
+            }
+            count
+        });
+        let err = get(&connections(), &url).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the platform closed the connection without answering"),
+            "{err}"
+        );
+        assert_eq!(accepted.await.unwrap(), 1);
     }
 
     #[tokio::test]
@@ -569,10 +1175,7 @@ mod tests {
         ))
         .unwrap();
         drop(listener);
-        let err = connections()
-            .request(Method::GET, &url, &[], Bytes::new(), Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = get(&connections(), &url).await.unwrap_err();
         let text = crate::error::chain(&err);
         assert!(
             text.starts_with("could not connect to the platform (http://127.0.0.1:"),
