@@ -994,10 +994,11 @@ mod tests {
         assert_eq!(received[1].1, big);
     }
 
+    /// Header names and their tokens in any case, as proxies and CDNs write them.
     #[tokio::test]
     async fn a_chunked_answer_is_read_whole_and_its_connection_kept() {
         let (answer, connections) = get_twice(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: b\r\n\r\n\
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\nX-A: b\r\n\r\n\
               4;ext=1\r\n{\"jo\r\n6\r\nbs\":[]\r\n1\r\n}\r\n0\r\ntrailer: t\r\n\r\n",
         )
         .await;
@@ -1039,7 +1040,7 @@ mod tests {
     #[tokio::test]
     async fn connection_close_in_the_answer_is_honoured() {
         let (_, connections) =
-            get_twice(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}").await;
+            get_twice(b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 2\r\n\r\n{}").await;
         assert_eq!(connections, 2);
         // HTTP/1.0 closes unless it says keep-alive.
         let (_, connections) = get_twice(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
