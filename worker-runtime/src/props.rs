@@ -21,7 +21,7 @@ fn cases() -> u32 {
         .unwrap_or(2_000)
 }
 
-fn config() -> ProptestConfig {
+pub(crate) fn config() -> ProptestConfig {
     ProptestConfig {
         cases: cases(),
         // Shrinking a failure is worth the time; a passing run should stay quick.

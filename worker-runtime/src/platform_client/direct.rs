@@ -453,8 +453,8 @@ struct Head {
 
 /// Read one answer (after any 1xx) from `stream` into `buf`: the answer, and whether the
 /// connection ended it cleanly and stays open.
-async fn read_answer(
-    stream: &mut Stream,
+async fn read_answer<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     head_request: bool,
 ) -> Result<(Answer, bool), ExchangeError> {
@@ -501,7 +501,7 @@ async fn read_answer(
 
 /// Read more of the answer into `buf`'s spare room (made if there is little): bytes read, 0 at
 /// the end of the stream.
-async fn fill(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn fill<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(buf.len().max(BUFFER));
     }
@@ -628,8 +628,8 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// A body of `n` bytes starting at `start` in `buf`: the body, and whether nothing followed it.
-async fn read_length(
-    stream: &mut Stream,
+async fn read_length<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &[u8],
     start: usize,
     n: u64,
@@ -649,8 +649,8 @@ async fn read_length(
 }
 
 /// Read exactly `more` bytes onto the end of `body`, never past them.
-async fn read_exactly(
-    stream: &mut Stream,
+async fn read_exactly<S: AsyncRead + Unpin>(
+    stream: &mut S,
     body: &mut Vec<u8>,
     mut more: usize,
 ) -> Result<(), ExchangeError> {
@@ -670,8 +670,8 @@ async fn read_exactly(
 }
 
 /// A chunked body starting at `start` in `buf`: the body, and whether nothing followed it.
-async fn read_chunked(
-    stream: &mut Stream,
+async fn read_chunked<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     start: usize,
 ) -> Result<(Bytes, bool), ExchangeError> {
@@ -727,8 +727,8 @@ async fn read_chunked(
 
 /// Where the line starting at `pos` in `buf` ends (its CRLF), reading more as needed; what was
 /// already read before `pos` may be dropped from `buf` to make room (`pos` moves with it).
-async fn line_end(
-    stream: &mut Stream,
+async fn line_end<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     pos: &mut usize,
 ) -> Result<usize, ExchangeError> {
@@ -752,8 +752,8 @@ async fn line_end(
 }
 
 /// A body that ends when the server closes the connection, starting at `start` in `buf`.
-async fn read_to_close(
-    stream: &mut Stream,
+async fn read_to_close<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &[u8],
     start: usize,
 ) -> Result<Bytes, ExchangeError> {
@@ -1213,5 +1213,138 @@ mod tests {
                 .starts_with("the platform did not answer in time"),
             "{err}"
         );
+    }
+
+    /// An answer read from bytes that arrive in the given pieces, then the end of the stream.
+    struct Pieces {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl tokio::io::AsyncRead for Pieces {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let size = self.sizes[self.next % self.sizes.len()];
+            self.next += 1;
+            let n = size.min(buf.remaining()).min(self.data.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn read(data: Vec<u8>, sizes: Vec<usize>) -> Result<(Answer, bool), super::ExchangeError> {
+        let mut pieces = Pieces {
+            data,
+            at: 0,
+            sizes,
+            next: 0,
+        };
+        let mut buf = Vec::new();
+        let reading = super::read_answer(&mut pieces, &mut buf, false);
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(reading)
+    }
+
+    /// How a generated answer frames its body.
+    #[derive(Clone, Debug)]
+    enum Framed {
+        Length,
+        /// Chunk sizes (cycled), with an extension on each and a trailer when true.
+        Chunked(Vec<usize>, bool),
+        UntilClose,
+    }
+
+    fn framed() -> impl Strategy<Value = Framed> {
+        prop_oneof![
+            Just(Framed::Length),
+            (prop::collection::vec(1usize..3000, 1..6), any::<bool>())
+                .prop_map(|(sizes, trailer)| Framed::Chunked(sizes, trailer)),
+            Just(Framed::UntilClose),
+        ]
+    }
+
+    fn encode(body: &[u8], framed: &Framed, informational: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        if informational {
+            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n");
+        match framed {
+            Framed::Length => {
+                out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                out.extend_from_slice(body);
+            }
+            Framed::Chunked(sizes, trailer) => {
+                out.extend_from_slice(b"transfer-encoding: gzip, chunked\r\n\r\n");
+                let mut rest = body;
+                for size in sizes.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (chunk, after) = rest.split_at((*size).min(rest.len()));
+                    out.extend_from_slice(format!("{:X};n=v\r\n", chunk.len()).as_bytes());
+                    out.extend_from_slice(chunk);
+                    out.extend_from_slice(b"\r\n");
+                    rest = after;
+                }
+                out.extend_from_slice(b"0\r\n");
+                if *trailer {
+                    out.extend_from_slice(b"x-trailer: 1\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            Framed::UntilClose => {
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(body);
+            }
+        }
+        out
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::props::config())]
+
+        /// Any body, framed any way the platform may frame it, arriving in any pieces, reads
+        /// back whole; the connection stays usable unless the close ended the body.
+        #[test]
+        fn an_answer_reads_back_whole_however_it_arrives(
+            body in prop::collection::vec(any::<u8>(), 0..12_000),
+            framed in framed(),
+            informational in any::<bool>(),
+            sizes in prop::collection::vec(1usize..5000, 1..8),
+        ) {
+            let (answer, reusable) = read(encode(&body, &framed, informational), sizes)
+                .map_err(|e| TestCaseError::fail(e.what))?;
+            prop_assert_eq!(answer.status, StatusCode::OK);
+            prop_assert_eq!(&answer.body[..], &body[..]);
+            prop_assert_eq!(reusable, !matches!(framed, Framed::UntilClose));
+        }
+
+        /// Whatever arrives, reading it ends (in an answer or an error) without a panic.
+        #[test]
+        fn any_bytes_end_in_an_answer_or_an_error(
+            data in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..600),
+                prop::collection::vec(any::<u8>(), 0..300).prop_map(|tail| {
+                    let mut data = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                    data.extend(tail);
+                    data
+                }),
+            ],
+            sizes in prop::collection::vec(1usize..64, 1..4),
+        ) {
+            let _ = read(data, sizes);
+        }
     }
 }
