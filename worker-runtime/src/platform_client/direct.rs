@@ -134,7 +134,6 @@ struct Conn {
 }
 
 /// Where a connection goes: what connections are kept by.
-#[derive(Debug, PartialEq, Eq)]
 struct Origin {
     https: bool,
     host: String,
@@ -268,18 +267,17 @@ impl Connections {
 
     fn checkin(&self, https: bool, host: &str, port: u16, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let stack = match idle.iter().position(|(o, _)| o.is(https, host, port)) {
-            Some(i) => &mut idle[i].1,
-            None => {
-                let origin = Origin {
-                    https,
-                    host: host.to_owned(),
-                    port,
-                };
-                idle.push((origin, Vec::new()));
-                &mut idle.last_mut().expect("just pushed").1
-            }
-        };
+        let at = idle.iter().position(|(o, _)| o.is(https, host, port));
+        let at = at.unwrap_or_else(|| {
+            let origin = Origin {
+                https,
+                host: host.to_owned(),
+                port,
+            };
+            idle.push((origin, Vec::new()));
+            idle.len() - 1
+        });
+        let stack = &mut idle[at].1;
         if stack.len() < MAX_IDLE {
             stack.push(conn);
         }
