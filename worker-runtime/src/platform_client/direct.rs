@@ -400,17 +400,15 @@ async fn exchange_on(
         buf.reserve(BUFFER);
     }
     request.write_head(buf);
-    if request.body.len() <= INLINE_BODY {
+    let inline = request.body.len() <= INLINE_BODY;
+    if inline {
         buf.extend_from_slice(request.body);
-        stream
-            .write_all(buf)
-            .await
-            .map_err(ExchangeError::io(false))?;
-    } else {
-        stream
-            .write_all(buf)
-            .await
-            .map_err(ExchangeError::io(false))?;
+    }
+    stream
+        .write_all(buf)
+        .await
+        .map_err(ExchangeError::io(false))?;
+    if !inline {
         stream
             .write_all(request.body)
             .await
@@ -427,7 +425,6 @@ async fn exchange_on(
 }
 
 /// How an answer's body ends (RFC 9112, section 6.3).
-#[derive(Debug, PartialEq)]
 enum Framing {
     /// No body: an answer to HEAD, a 204 or a 304.
     Empty,
@@ -438,7 +435,6 @@ enum Framing {
 }
 
 /// An answer's status line and headers, parsed.
-#[derive(Debug)]
 struct Head {
     /// Its length in the buffer: the body starts here.
     len: usize,
