@@ -252,6 +252,7 @@ where
     };
     let filter = up_to(level.filter());
     let fmt = tracing_subscriber::fmt::layer()
+        .fmt_fields(NoSpanFields)
         .event_format(RunpodFormat { format })
         .with_writer(writer);
     // A failed job's report carries its lines (job_log.rs): at the log level, or all of them.
@@ -410,6 +411,32 @@ struct RunpodFormat {
     format: LogFormat,
 }
 
+/// The fmt layer writes every new span's fields out as text for the event formatter, which
+/// [`RunpodFormat`] never reads (it takes the ids from [`JobFields`]): without this, a string
+/// formatted and kept for every job.
+struct NoSpanFields;
+
+impl<'w> FormatFields<'w> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'w>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}
+
+/// A text line's start: the level, padded as the Python SDK pads it, and the separator.
+fn text_prefix(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE  | ",
+        Level::DEBUG => "DEBUG  | ",
+        Level::INFO => "INFO   | ",
+        Level::WARN => "WARN   | ",
+        Level::ERROR => "ERROR  | ",
+    }
+}
+
 pub(crate) fn level_name(level: &Level) -> &'static str {
     match *level {
         Level::TRACE => "TRACE",
@@ -431,35 +458,43 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let (mut job_id, mut batch_id) = (None, None);
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope {
-                if let Some(fields) = span.extensions().get::<JobFields>() {
-                    job_id = fields.job_id.clone();
-                    batch_id = fields.batch_id.clone();
-                    break;
-                }
-            }
-        }
+        // The job's span, read in place: a log line costs no copy of its ids.
+        let job_span = ctx.event_scope().and_then(|scope| {
+            scope
+                .into_iter()
+                .find(|span| span.extensions().get::<JobFields>().is_some())
+        });
+        let extensions = job_span.as_ref().map(|span| span.extensions());
+        let fields = extensions.as_ref().and_then(|e| e.get::<JobFields>());
+        let job_id = fields.and_then(|f| f.job_id.as_deref());
+        let batch_id = fields.and_then(|f| f.batch_id.as_deref());
         let mut message = Message::default();
         event.record(&mut message);
-        let mut text = String::new();
-        if let Some(batch) = &batch_id {
-            let _ = write!(text, "[batchId={batch}] ");
-        }
-        text.push_str(&message.text);
-        text.push_str(&message.extra);
-        let level = level_name(event.metadata().level());
         match self.format {
-            LogFormat::Text => match &job_id {
-                Some(id) => writeln!(writer, "{level:<7}| {id} | {text}"),
-                None => writeln!(writer, "{level:<7}| {text}"),
-            },
+            LogFormat::Text => {
+                writer.write_str(text_prefix(event.metadata().level()))?;
+                if let Some(id) = job_id {
+                    writer.write_str(id)?;
+                    writer.write_str(" | ")?;
+                }
+                if let Some(batch) = batch_id {
+                    write!(writer, "[batchId={batch}] ")?;
+                }
+                writer.write_str(&message.text)?;
+                writer.write_str(&message.extra)?;
+                writer.write_char('\n')
+            }
             LogFormat::Json => {
+                let mut text = String::new();
+                if let Some(batch) = batch_id {
+                    let _ = write!(text, "[batchId={batch}] ");
+                }
+                text.push_str(&message.text);
+                text.push_str(&message.extra);
                 let line = JsonLine {
-                    request_id: job_id.as_deref(),
+                    request_id: job_id,
                     message: &text,
-                    level,
+                    level: level_name(event.metadata().level()),
                 };
                 let line = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
                 writeln!(writer, "{line}")
