@@ -90,7 +90,7 @@ async fn ping_forever(cfg: PlatformConfig, in_flight: Arc<InFlight>) {
 /// One GET of a ping URL: the answer's status.
 async fn ping(
     client: &crate::platform_client::Client,
-    url: &reqwest::Url,
+    url: &crate::wire::Target,
     timeout: Duration,
 ) -> Result<reqwest::StatusCode, crate::platform_client::RequestError> {
     client

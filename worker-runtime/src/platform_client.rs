@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
 
 use crate::config::PlatformConfig;
 use crate::job::Job;
 use crate::retry::RetryPolicy;
-use crate::wire::{self, parse_jobs, parse_stop, snippet, user_agent};
+use crate::wire::{self, Target, parse_jobs, parse_stop, snippet, user_agent};
 
 /// How long a job-take long-poll may take before we give up on it and ask again.
 const TAKE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -34,7 +34,7 @@ impl Client {
     pub(crate) async fn send(
         &self,
         method: Method,
-        url: &Url,
+        url: &Target,
         extra: &[(HeaderName, HeaderValue)],
         body: Bytes,
         timeout: Duration,
@@ -48,7 +48,8 @@ impl Client {
             }
             Client::Reqwest(client) => client,
         };
-        let mut request = client.request(method, url.clone()).timeout(timeout);
+        let url = url.to_url().map_err(RequestError::Transport)?;
+        let mut request = client.request(method, url).timeout(timeout);
         for (name, value) in extra {
             request = request.header(name.clone(), value.clone());
         }
@@ -70,8 +71,9 @@ impl Client {
 
 /// Build the shared HTTP client with the platform's headers.
 pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
-    let tls = crate::tls::client_config()
-        .map_err(|e| crate::Error::config(format!("could not set up TLS: {e}")).with_source(e))?;
+    // The process's rustls provider, for reqwest here and for the connections' TLS when an
+    // https URL first needs it (start-up installs it too; tests build clients directly).
+    crate::tls::install_crypto_provider();
     let mut headers = HeaderMap::new();
     if !api_key.is_empty() {
         let mut key = HeaderValue::from_str(api_key).map_err(|_| {
@@ -89,9 +91,11 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
     );
     headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"));
     // reqwest is built only when a proxy is configured: otherwise none of its code runs.
-    if let Some(direct) = direct::Connections::new(headers.clone(), tls.clone()) {
+    if let Some(direct) = direct::Connections::new(headers.clone()) {
         return Ok(Client::Direct(Arc::new(direct)));
     }
+    let tls = crate::tls::client_config()
+        .map_err(|e| crate::Error::config(format!("could not set up TLS: {e}")).with_source(e))?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .default_headers(headers)
@@ -193,7 +197,7 @@ pub(crate) enum Stop {
 }
 
 /// Ask the platform which running jobs to stop (a long-poll).
-pub(crate) async fn stop(client: &Client, url: &Url) -> Result<Stop, RequestError> {
+pub(crate) async fn stop(client: &Client, url: &Target) -> Result<Stop, RequestError> {
     let answer = client
         .send(Method::GET, url, &[], Bytes::new(), TAKE_TIMEOUT)
         .await?;
@@ -213,7 +217,7 @@ pub(crate) async fn stop(client: &Client, url: &Url) -> Result<Stop, RequestErro
 /// final: trying the same body again cannot help.
 pub(crate) async fn post(
     client: &Client,
-    url: &Url,
+    url: &Target,
     job_id: &str,
     body: Vec<u8>,
     policy: RetryPolicy,

@@ -309,14 +309,20 @@ struct BadRequests {
 impl BadRequests {
     const EVERY: Duration = Duration::from_secs(300);
 
-    fn seen(&mut self, url: &reqwest::Url) {
+    fn seen(&mut self, url: &crate::wire::Target) {
         self.count += 1;
         if self.said.is_none_or(|at| at.elapsed() >= Self::EVERY) {
             self.said = Some(std::time::Instant::now());
-            let mut shown = url.clone();
-            shown.set_query(None);
-            let _ = shown.set_password(None);
-            let _ = shown.set_username("");
+            // Shown without the query and the credentials.
+            let shown = url.to_url().map_or_else(
+                |_| url.path().to_owned(),
+                |mut shown| {
+                    shown.set_query(None);
+                    let _ = shown.set_password(None);
+                    let _ = shown.set_username("");
+                    shown.to_string()
+                },
+            );
             tracing::info!(
                 "job-take answered 400 Bad Request ({} time(s) so far) at {shown}: RunPod answers \
                  that to an idle worker with FlashBoot; if this worker never gets a job, check \

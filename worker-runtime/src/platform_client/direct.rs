@@ -26,7 +26,9 @@ use bytes::Bytes;
 use reqwest::header::{
     CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
+
+use crate::wire::Target;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -51,6 +53,9 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// Reserved at most at once for a body whose length the answer states: a wrong length must
 /// not allocate gigabytes before a byte arrives.
 const RESERVE_STEP: usize = 1 << 20;
+
+/// The answer headers the runtime reads ([`Answer::headers`] holds only these).
+const KEPT_HEADERS: [HeaderName; 1] = [reqwest::header::RETRY_AFTER];
 
 /// A request's answer: what the job loop reads of it.
 #[derive(Debug)]
@@ -152,7 +157,9 @@ pub(crate) struct Connections {
     idle: Mutex<Vec<(Origin, Vec<Conn>)>>,
     /// Authorization, User-Agent and Accept, on every request.
     headers: HeaderMap,
-    tls: Arc<rustls::ClientConfig>,
+    /// Built on the first `https://` connection: a worker whose platform speaks plain HTTP (the
+    /// emulator, a local platform) runs none of rustls' set-up, nor maps its code.
+    tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -163,7 +170,7 @@ impl std::fmt::Debug for Connections {
 
 impl Connections {
     /// `None` when a proxy is configured: reqwest serves every request then.
-    pub(crate) fn new(headers: HeaderMap, tls: rustls::ClientConfig) -> Option<Connections> {
+    pub(crate) fn new(headers: HeaderMap) -> Option<Connections> {
         let proxied = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
             .iter()
             .any(|name| {
@@ -174,13 +181,20 @@ impl Connections {
         if proxied {
             return None;
         }
-        let mut tls = tls;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Some(Connections {
             idle: Mutex::new(Vec::new()),
             headers,
-            tls: Arc::new(tls),
+            tls: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The TLS configuration, built on first use (`tls::client_config` offers http/1.1 only).
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        if let Some(tls) = self.tls.get() {
+            return Ok(tls.clone());
+        }
+        let built = Arc::new(crate::tls::client_config()?);
+        Ok(self.tls.get_or_init(|| built).clone())
     }
 
     /// Send one request on an idle connection to the URL's origin (or a new one) and read the
@@ -189,7 +203,7 @@ impl Connections {
     pub(crate) async fn request(
         &self,
         method: Method,
-        url: &Url,
+        url: &Target,
         extra: &[(HeaderName, HeaderValue)],
         body: Bytes,
         timeout: Duration,
@@ -202,7 +216,7 @@ impl Connections {
                     source,
                 }
             };
-        let Some(host) = url.host_str() else {
+        let Some(host) = url.host() else {
             return Err(failed("the URL has no host", None));
         };
         let https = match url.scheme() {
@@ -210,9 +224,7 @@ impl Connections {
             "http" => false,
             _ => return Err(failed("the URL is neither http nor https", None)),
         };
-        let port = url
-            .port_or_known_default()
-            .unwrap_or(if https { 443 } else { 80 });
+        let port = url.port().unwrap_or(if https { 443 } else { 80 });
         let request = Request {
             method: &method,
             url,
@@ -296,7 +308,7 @@ impl Connections {
             tcp.set_nodelay(true)?;
             let stream = if https {
                 let server = rustls::pki_types::ServerName::try_from(name.to_owned())?;
-                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                let tls = tokio_rustls::TlsConnector::from(self.tls()?)
                     .connect(server, tcp)
                     .await?;
                 Stream::Tls(Box::new(tls))
@@ -317,7 +329,7 @@ impl Connections {
 /// What goes out: the request line's method and target, and the headers.
 struct Request<'a> {
     method: &'a Method,
-    url: &'a Url,
+    url: &'a Target,
     /// On every request; a name in `extra` replaces the same name here.
     headers: &'a HeaderMap,
     extra: &'a [(HeaderName, HeaderValue)],
@@ -330,13 +342,9 @@ impl Request<'_> {
     fn write_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(self.url.path().as_bytes());
-        if let Some(query) = self.url.query() {
-            out.push(b'?');
-            out.extend_from_slice(query.as_bytes());
-        }
+        out.extend_from_slice(self.url.path_and_query().as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        out.extend_from_slice(self.url.host_str().unwrap_or_default().as_bytes());
+        out.extend_from_slice(self.url.host().unwrap_or_default().as_bytes());
         if let Some(port) = self.url.port() {
             let _ = write!(out, ":{port}");
         }
@@ -546,17 +554,12 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeEr
     let mut length = None;
     let mut transfer_encoded = false;
     let mut chunked = false;
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    // Only the headers something reads are kept: every header made into a HeaderMap entry was
+    // an allocation or two on each answer, for names nobody looks up.
+    let mut headers = HeaderMap::new();
     for header in response.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(header.name.as_bytes()),
-            HeaderValue::from_bytes(header.value),
-        ) else {
-            return Err(ExchangeError::malformed(
-                "the platform's answer has an invalid header",
-            ));
-        };
-        if name == CONTENT_LENGTH {
+        let is = |known: &HeaderName| header.name.eq_ignore_ascii_case(known.as_str());
+        if is(&CONTENT_LENGTH) {
             let n = std::str::from_utf8(header.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -569,13 +572,13 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeEr
                 ));
             }
             length = Some(n);
-        } else if name == TRANSFER_ENCODING {
+        } else if is(&TRANSFER_ENCODING) {
             // The body is chunked when chunked is the last coding applied.
             transfer_encoded = true;
             chunked = tokens(header.value)
                 .last()
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if name == CONNECTION {
+        } else if is(&CONNECTION) {
             for token in tokens(header.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -583,8 +586,12 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeEr
                     close = false;
                 }
             }
+        } else if let Some(kept) = KEPT_HEADERS.iter().find(|kept| is(kept)) {
+            let value = HeaderValue::from_bytes(header.value).map_err(|_| {
+                ExchangeError::malformed("the platform's answer has an invalid header value")
+            })?;
+            headers.append(kept.clone(), value);
         }
-        headers.append(name, value);
     }
     let framing = if head_request
         || status.is_informational()
@@ -785,7 +792,9 @@ mod tests {
 
     use bytes::Bytes;
     use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-    use reqwest::{Method, StatusCode, Url};
+    use reqwest::{Method, StatusCode};
+
+    use crate::wire::Target;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
@@ -811,7 +820,7 @@ mod tests {
 
     /// The test server on loopback.
     struct Server {
-        url: Url,
+        url: Target,
         accepted: Arc<AtomicUsize>,
         /// A message per connection closed after an answer.
         closed: mpsc::UnboundedReceiver<()>,
@@ -821,11 +830,10 @@ mod tests {
     /// A server answering as `serve` says.
     async fn server(serve: Serve) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!(
+        let url = target(&format!(
             "http://{}/job-done/w/j?x=1",
             listener.local_addr().unwrap()
-        ))
-        .unwrap();
+        ));
         let accepted = Arc::new(AtomicUsize::new(0));
         let received = Received::default();
         let (closed_tx, closed) = mpsc::unbounded_channel();
@@ -887,20 +895,23 @@ mod tests {
     }
 
     fn connections() -> Connections {
-        let tls = crate::tls::client_config().unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_static("key"));
-        Connections::new(headers, tls).expect("no proxy in the test environment")
+        Connections::new(headers).expect("no proxy in the test environment")
     }
 
-    async fn get(conns: &Connections, url: &Url) -> Result<Answer, TransportError> {
+    fn target(url: &str) -> Target {
+        Target::new(&reqwest::Url::parse(url).unwrap())
+    }
+
+    async fn get(conns: &Connections, url: &Target) -> Result<Answer, TransportError> {
         conns
             .request(Method::GET, url, &[], Bytes::new(), Duration::from_secs(5))
             .await
     }
 
     /// POST `n` to `url` and check the server's `{}` came back.
-    async fn post_answered(conns: &Connections, url: &Url, n: usize) {
+    async fn post_answered(conns: &Connections, url: &Target, n: usize) {
         let answer = conns
             .request(
                 Method::POST,
@@ -998,7 +1009,8 @@ mod tests {
         .await;
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(&answer.body[..], b"{\"jobs\":[]}");
-        assert_eq!(answer.headers["x-a"], "b");
+        // Only the headers the runtime reads are kept.
+        assert!(answer.headers.get("x-a").is_none());
         assert_eq!(connections, 1);
     }
 
@@ -1132,10 +1144,10 @@ mod tests {
     }
 
     /// A listener on loopback and a job-take URL to it.
-    async fn listener() -> (TcpListener, Url) {
+    async fn listener() -> (TcpListener, Target) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/job-take/w", listener.local_addr().unwrap());
-        (listener, Url::parse(&url).unwrap())
+        (listener, target(&url))
     }
 
     /// A new connection that closes unanswered is a failure, not sent again: the platform

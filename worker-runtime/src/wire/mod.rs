@@ -7,12 +7,14 @@
 
 mod answers;
 mod bodies;
+mod target;
 mod urls;
 
 pub(crate) use answers::{parse_jobs, parse_stop, snippet};
 pub(crate) use bodies::{
     ErrorField, done_body, error_report, post_headers, progress_body, stream_chunk, stream_output,
 };
+pub(crate) use target::Target;
 pub(crate) use urls::{Urls, encode_component};
 
 /// The version reported as `runpod_version` in pings and error reports.

@@ -1,5 +1,6 @@
 //! The platform's URLs (protocol §2.1, §4.1, §5.3, §6.3, §7.1, §8): parsed once from the
-//! templates at start-up, then each request's URL is a clone with its parameters appended.
+//! templates at start-up, then each request's URL is a copy of its template's text with the
+//! job id put in and its parameters appended ([`Target`]).
 //!
 //! Query values are form-encoded by `url` (as the Python SDK's `requests` encodes the ping's:
 //! `,` → `%2C`, space → `+`); a job id put in a path is percent-encoded but for RFC 3986's
@@ -7,10 +8,13 @@
 //! would split it). A template without `?` gets one before the appended parameters, instead of
 //! the malformed path the Python SDK would produce.
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Url;
 
 use super::VERSION;
+use super::target::Target;
 
 /// Everything but RFC 3986's unreserved characters (`A–Z a–z 0–9 - . _ ~`).
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -27,17 +31,17 @@ const REASON_CHARS: usize = 256;
 #[derive(Debug, Clone)]
 pub(crate) struct Urls {
     /// `RUNPOD_WEBHOOK_GET_JOB`.
-    job_take: Url,
+    job_take: Target,
     /// The batch form, when the job-take URL has the platform's `/job-take/` shape.
-    job_take_batch: Option<Url>,
+    job_take_batch: Option<Target>,
     /// The job-stop long-poll, from the same shape; per-job cancellation is off without it.
-    job_stop: Option<Url>,
+    job_stop: Option<Target>,
     /// `RUNPOD_WEBHOOK_POST_OUTPUT`: final results, progress updates, and a stream's end.
-    job_done: Url,
+    job_done: Target,
     /// `RUNPOD_WEBHOOK_POST_STREAM`: a streaming job's chunks.
-    job_stream: Option<Url>,
+    job_stream: Option<Target>,
     /// `RUNPOD_WEBHOOK_PING`.
-    ping: Option<Url>,
+    ping: Option<Target>,
 }
 
 impl Urls {
@@ -51,16 +55,16 @@ impl Urls {
             job_take.path().contains("/job-take/").then(|| {
                 let mut url = job_take.clone();
                 url.set_path(&job_take.path().replacen("/job-take/", segment, 1));
-                url
+                Target::new(&url)
             })
         };
         Urls {
             job_take_batch: with_segment("/job-take-batch/"),
             job_stop: with_segment("/job-stop/"),
-            job_take,
-            job_done,
-            job_stream,
-            ping,
+            job_take: Target::new(&job_take),
+            job_done: Target::new(&job_done),
+            job_stream: job_stream.as_ref().map(Target::new),
+            ping: ping.as_ref().map(Target::new),
         }
     }
 
@@ -80,41 +84,38 @@ impl Urls {
     /// The job-take URL for `free` free slots: the single form for one, the batch form
     /// (`/job-take-batch/…&batch_size=N`) for more; `job_in_progress=1` whenever a job is in
     /// flight or queued in this worker (§4.1: `batch_size` first).
-    pub(crate) fn take(&self, free: usize, job_in_progress: bool) -> Url {
+    pub(crate) fn take(&self, free: usize, job_in_progress: bool) -> Target {
         let mut url = match &self.job_take_batch {
             Some(batch) if free > 1 => {
                 let mut url = batch.clone();
-                url.query_pairs_mut()
-                    .append_pair("batch_size", &free.to_string());
+                url.append_pair("batch_size", &free.to_string());
                 url
             }
             _ => self.job_take.clone(),
         };
-        url.query_pairs_mut()
-            .append_pair("job_in_progress", if job_in_progress { "1" } else { "0" });
+        url.append_pair("job_in_progress", if job_in_progress { "1" } else { "0" });
         url
     }
 
     /// The job-done URL for a job: final results (`isStream=true` for a stream's end),
     /// progress updates.
-    pub(crate) fn done(&self, job_id: &str, is_stream: bool) -> Url {
-        let mut url = with_job_id(&self.job_done, job_id);
-        url.query_pairs_mut()
-            .append_pair("isStream", if is_stream { "true" } else { "false" });
+    pub(crate) fn done(&self, job_id: &str, is_stream: bool) -> Target {
+        let mut url = self.job_done.with_id(&encode_component(job_id));
+        url.append_pair("isStream", if is_stream { "true" } else { "false" });
         url
     }
 
     /// The job-stream URL for a job's chunks. The Python SDK sends `isStream=false` on chunks
     /// (§7.1); keep that wire shape.
-    pub(crate) fn stream(&self, job_id: &str) -> Option<Url> {
-        let mut url = with_job_id(self.job_stream.as_ref()?, job_id);
-        url.query_pairs_mut().append_pair("isStream", "false");
+    pub(crate) fn stream(&self, job_id: &str) -> Option<Target> {
+        let mut url = self.job_stream.as_ref()?.with_id(&encode_component(job_id));
+        url.append_pair("isStream", "false");
         Some(url)
     }
 
     /// The job-stop URL (the take URL with `/job-stop/`, its query kept, §6.3), if the take URL
     /// has the platform's shape.
-    pub(crate) fn stop(&self) -> Option<&Url> {
+    pub(crate) fn stop(&self) -> Option<&Target> {
         self.job_stop.as_ref()
     }
 
@@ -125,48 +126,32 @@ impl Urls {
 
     /// The ping URL with the in-flight job ids (comma-separated, left out when none) and our
     /// version (§8).
-    pub(crate) fn ping(&self, job_ids: &[String]) -> Option<Url> {
+    pub(crate) fn ping(&self, job_ids: &[String]) -> Option<Target> {
         let mut url = self.ping.clone()?;
-        {
-            let mut query = url.query_pairs_mut();
-            if !job_ids.is_empty() {
-                query.append_pair("job_id", &job_ids.join(","));
-            }
-            query.append_pair("runpod_version", VERSION);
+        if !job_ids.is_empty() {
+            url.append_pair("job_id", &job_ids.join(","));
         }
+        url.append_pair("runpod_version", VERSION);
         Some(url)
     }
 
     /// The ping URL reporting that a start-up check failed (`status=unhealthy`, §8), with the
     /// first 256 characters of the reason.
-    pub(crate) fn unhealthy(&self, check: &str, reason: &str) -> Option<Url> {
+    pub(crate) fn unhealthy(&self, check: &str, reason: &str) -> Option<Target> {
         let mut url = self.ping.clone()?;
         let reason: String = reason.chars().take(REASON_CHARS).collect();
-        url.query_pairs_mut()
-            .append_pair("status", "unhealthy")
-            .append_pair("check", check)
-            .append_pair("reason", &reason)
-            .append_pair("runpod_version", VERSION);
+        url.append_pair("status", "unhealthy");
+        url.append_pair("check", check);
+        url.append_pair("reason", &reason);
+        url.append_pair("runpod_version", VERSION);
         Some(url)
     }
 }
 
-/// `text` percent-encoded but for RFC 3986's unreserved characters: an id as one URL component.
-pub(crate) fn encode_component(text: &str) -> String {
-    utf8_percent_encode(text, COMPONENT).to_string()
-}
-
-/// `template` with every `$ID` (in its path or query) replaced by the percent-encoded job id.
-fn with_job_id(template: &Url, job_id: &str) -> Url {
-    let id = encode_component(job_id);
-    let mut url = template.clone();
-    if template.path().contains("$ID") {
-        url.set_path(&template.path().replace("$ID", &id));
-    }
-    if let Some(query) = template.query().filter(|q| q.contains("$ID")) {
-        url.set_query(Some(&query.replace("$ID", &id)));
-    }
-    url
+/// `text` percent-encoded but for RFC 3986's unreserved characters: an id as one URL component
+/// (borrowed when it has nothing to encode, as a platform job id has not).
+pub(crate) fn encode_component(text: &str) -> Cow<'_, str> {
+    utf8_percent_encode(text, COMPONENT).into()
 }
 
 #[cfg(test)]
@@ -326,7 +311,7 @@ mod tests {
             )
         );
         let long = "é".repeat(300);
-        let reported = u.unhealthy("init", &long).unwrap();
+        let reported = u.unhealthy("init", &long).unwrap().to_url().unwrap();
         let reason = reported
             .query_pairs()
             .find(|(k, _)| k == "reason")
