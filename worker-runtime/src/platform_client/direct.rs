@@ -515,9 +515,17 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeEr
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let len = match response.parse(buf) {
+    // Slots left uninitialised: httparse writes the ones it fills (100 empty headers were
+    // 3 KB of stores on every answer).
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(ExchangeError::malformed(
