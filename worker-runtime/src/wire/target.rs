@@ -119,9 +119,12 @@ impl Target {
         });
         Target {
             text,
+            scheme_end: self.scheme_end,
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path,
             query,
             fragment,
-            ..self.clone_parts()
         }
     }
 
@@ -146,19 +149,6 @@ impl Target {
         if let Some(fragment) = fragment {
             self.fragment = Some(self.text.len());
             self.text.push_str(&fragment);
-        }
-    }
-
-    /// The positions that [`with_id`](Self::with_id) keeps (all before the path).
-    fn clone_parts(&self) -> Target {
-        Target {
-            text: String::new(),
-            scheme_end: self.scheme_end,
-            host: self.host.clone(),
-            port: self.port,
-            path: self.path,
-            query: None,
-            fragment: None,
         }
     }
 }
