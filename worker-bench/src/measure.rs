@@ -367,8 +367,8 @@ async fn measure(
 ) -> f64 {
     let recorder = Arc::new(Recorder::default());
     let platform = Platform::start(platform, recorder.clone()).await;
-    let spawned = Instant::now();
     let process = spawn(kind, c, paths, platform.worker_env());
+    let spawned = process.spawned;
     let pgid = process.pgid();
     let mut run = Run {
         platform,

@@ -4,6 +4,7 @@
 
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 use crate::kind::Kind;
 use crate::peers::Paths;
@@ -11,6 +12,10 @@ use crate::peers::Paths;
 /// A worker process (group), killed when dropped.
 pub(crate) struct Process {
     child: Child,
+    /// Taken just before the process was started, after its log file was opened: truncating
+    /// the last run's log (megabytes at concurrency 64) took milliseconds that cold start is
+    /// not about.
+    pub(crate) spawned: Instant,
 }
 
 impl Process {
@@ -92,9 +97,11 @@ pub(crate) fn spawn(
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log"))
         .stderr(file);
+    let spawned = Instant::now();
     Process {
         child: cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", kind.name())),
+        spawned,
     }
 }
