@@ -27,10 +27,10 @@ use reqwest::header::{
     CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use reqwest::{Method, StatusCode};
-
-use crate::wire::Target;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::wire::Target;
 
 /// How long connecting (TCP, then TLS) may take, as reqwest's `connect_timeout` here.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -801,13 +801,12 @@ mod tests {
     use bytes::Bytes;
     use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
     use reqwest::{Method, StatusCode};
-
-    use crate::wire::Target;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
     use super::{Answer, Connections, TransportError};
+    use crate::wire::Target;
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
 
