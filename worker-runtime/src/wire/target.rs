@@ -106,10 +106,10 @@ impl Target {
         let mut text = String::with_capacity(self.text.len() + id.len());
         text.push_str(&self.text[..self.path]);
         let path_end = self.query.unwrap_or(end);
-        text.push_str(&self.text[self.path..path_end].replace("$ID", id));
+        push_with_id(&mut text, &self.text[self.path..path_end], id);
         let query = self.query.map(|_| {
             let at = text.len();
-            text.push_str(&self.text[path_end..end].replace("$ID", id));
+            push_with_id(&mut text, &self.text[path_end..end], id);
             at
         });
         let fragment = self.fragment.map(|f| {
@@ -150,6 +150,17 @@ impl Target {
             self.fragment = Some(self.text.len());
             self.text.push_str(&fragment);
         }
+    }
+}
+
+/// `part` with every `$ID` replaced by `id`, pushed onto `out` (`str::replace` without its
+/// string of its own).
+fn push_with_id(out: &mut String, part: &str, id: &str) {
+    let mut pieces = part.split("$ID");
+    out.push_str(pieces.next().unwrap_or_default());
+    for piece in pieces {
+        out.push_str(id);
+        out.push_str(piece);
     }
 }
 

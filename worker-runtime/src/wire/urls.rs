@@ -2,10 +2,10 @@
 //! templates at start-up, then each request's URL is a copy of its template's text with the
 //! job id put in and its parameters appended ([`Target`]).
 //!
-//! Query values are form-encoded by `url` (as the Python SDK's `requests` encodes the ping's:
-//! `,` → `%2C`, space → `+`); a job id put in a path is percent-encoded but for RFC 3986's
-//! unreserved characters, so an id with `/` or `?` stays one path segment (the Python SDK
-//! would split it). A template without `?` gets one before the appended parameters, instead of
+//! Query values are form-encoded as `url` encodes them (as the Python SDK's `requests` encodes
+//! the ping's: `,` → `%2C`, space → `+`); a job id put in a path is percent-encoded but for
+//! RFC 3986's unreserved characters, so an id with `/` or `?` stays one path segment (the
+//! Python SDK would split it). A template without `?` gets one before the appended parameters, instead of
 //! the malformed path the Python SDK would produce.
 
 use std::borrow::Cow;
