@@ -517,6 +517,9 @@ async fn load_balancing_endpoint_health_runsync_failures_and_busy_retries() {
 
     // The one slot busy: a client without retries gets the 429; one with them waits it out.
     let busy = sums.clone();
+    // Counted, not searched for: "sleep" is already in the log (the refused input's error
+    // lists the actions), so waiting for the word let the next request race the slow one.
+    let started = worker.stdout().matches("Started.").count();
     let slow = tokio::spawn(async move {
         busy.run_sync(
             &Action::Sleep {
@@ -528,7 +531,7 @@ async fn load_balancing_endpoint_health_runsync_failures_and_busy_retries() {
         .await
     });
     wait_until(LONG, "the slow job to start", || {
-        worker.stdout().contains("sleep").then_some(())
+        (worker.stdout().matches("Started.").count() > started).then_some(())
     })
     .await;
     let impatient = LoadBalancingEndpoint::<Action, Sum>::builder("lb", "")

@@ -199,7 +199,20 @@ async fn two_thousand_jobs_through_faults_lose_nothing() {
         "every repeated final is a retry after a lost answer"
     );
 
-    // Faults really hit every route the worker used.
+    // Faults really hit every route the worker used. A fast run ends within a few pings (one
+    // in ten faulted), and pings go on while the worker idles: wait for a faulted one.
+    until(
+        Duration::from_secs(30),
+        "a fault injected on a ping",
+        || {
+            platform
+                .requests()
+                .iter()
+                .any(|r| r.path.contains("/ping/") && r.fault.is_some())
+        },
+    )
+    .await;
+    let reqs = platform.requests();
     for (route, name) in [
         ("/job-take", "job-take"),
         ("/job-done/", "job-done"),
