@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::logging::LogLevel;
-use crate::wire::Urls;
+use crate::wire::{Target, Urls};
 use reqwest::Url;
 
 /// The worker's command-line flags (the Python SDK's names, so existing scripts keep working).
@@ -212,7 +212,7 @@ impl Args {
     }
 
     fn set_port(&mut self, value: String) -> Result<(), Error> {
-        self.api_port = value.trim().parse().map_err(|_| {
+        self.api_port = value.trim_ascii().parse().map_err(|_| {
             Error::config(format!(
                 "--rp_api_port {value:?} is not a port: give a number from 0 to 65535"
             ))
@@ -221,7 +221,7 @@ impl Args {
     }
 
     fn set_concurrency(&mut self, value: String) -> Result<(), Error> {
-        self.api_concurrency = match value.trim().parse::<usize>() {
+        self.api_concurrency = match value.trim_ascii().parse::<usize>() {
             Ok(n) if n > 0 => n,
             _ => {
                 return Err(Error::config(format!(
@@ -439,7 +439,7 @@ pub(crate) fn mode(args: &Args, env: &impl Env) -> Result<Mode, Error> {
 fn load_balancing_asked(args: &Args, env: &impl Env) -> Result<bool, Error> {
     let by_env = match env.var("WORKER_MODE") {
         None => None,
-        Some(value) => match value.trim() {
+        Some(value) => match value.trim_ascii() {
             "" => None,
             "queue" => Some(false),
             "load-balancing" => Some(true),
@@ -465,7 +465,10 @@ impl LoadBalancing {
         let main = port(env, "PORT")?.unwrap_or(80);
         // A health port of its own only when it differs (0, "any free port", always does).
         let health_port = port(env, "PORT_HEALTH")?.filter(|&p| p != main || p == 0);
-        let health_path = match env.var("HEALTH_CHECK_PATH").map(|v| v.trim().to_owned()) {
+        let health_path = match env
+            .var("HEALTH_CHECK_PATH")
+            .map(|v| v.trim_ascii().to_owned())
+        {
             None => "/ping".to_owned(),
             Some(path) if path.is_empty() => "/ping".to_owned(),
             Some(path) if !path.starts_with('/') || path.contains(['?', '#', ' ']) => {
@@ -484,10 +487,10 @@ impl LoadBalancing {
         };
         let max_request_bytes = match env
             .var("WORKER_MAX_REQUEST_BYTES")
-            .filter(|v| !v.trim().is_empty())
+            .filter(|v| !v.trim_ascii().is_empty())
         {
             None => 30 * 1024 * 1024,
-            Some(raw) => match raw.trim().parse::<usize>() {
+            Some(raw) => match raw.trim_ascii().parse::<usize>() {
                 Ok(n) if n > 0 => n,
                 _ => {
                     return Err(Error::config(format!(
@@ -515,7 +518,7 @@ impl LoadBalancing {
 
 /// A port number from `name`, if set and not blank.
 fn port(env: &impl Env, name: &str) -> Result<Option<u16>, Error> {
-    match env.var(name).map(|v| v.trim().to_owned()) {
+    match env.var(name).map(|v| v.trim_ascii().to_owned()) {
         None => Ok(None),
         Some(raw) if raw.is_empty() => Ok(None),
         Some(raw) => raw.parse::<u16>().map(Some).map_err(|_| {
@@ -573,10 +576,10 @@ impl PlatformConfig {
 
         let ping_interval = match env
             .var("RUNPOD_PING_INTERVAL")
-            .filter(|v| !v.trim().is_empty())
+            .filter(|v| !v.trim_ascii().is_empty())
         {
             None => Duration::from_millis(10_000),
-            Some(raw) => match raw.trim().parse::<u64>() {
+            Some(raw) => match raw.trim_ascii().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
                 _ => {
                     return Err(Error::config(format!(
@@ -607,7 +610,7 @@ impl PlatformConfig {
 
 fn required_url(env: &impl Env, name: &str) -> Result<String, Error> {
     match env.var(name) {
-        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        Some(v) if !v.trim_ascii().is_empty() => Ok(v.trim_ascii().to_owned()),
         Some(_) => Err(Error::config(format!(
             "{name} is set but empty; it must be the platform's URL"
         ))),
@@ -621,13 +624,16 @@ fn required_url(env: &impl Env, name: &str) -> Result<String, Error> {
 /// (`check_url`).
 fn optional_url(env: &impl Env, name: &str) -> Option<String> {
     env.var(name)
-        .map(|v| v.trim().to_owned())
+        .map(|v| v.trim_ascii().to_owned())
         .filter(|v| !v.is_empty())
 }
 
-fn check_url(name: &str, url: &str) -> Result<Url, Error> {
+fn check_url(name: &str, url: &str) -> Result<Target, Error> {
+    if let Some(plain) = Target::parse_plain(url) {
+        return Ok(plain);
+    }
     match Url::parse(url) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(u),
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(Target::new(&u)),
         Ok(u) => Err(Error::config(format!(
             "{name}={url:?} must be an http or https URL, not {}",
             u.scheme()

@@ -71,7 +71,7 @@ pub(crate) fn enable() {
 
 /// Never keep `secret` (at least 8 characters; shorter ones would redact ordinary words).
 pub(crate) fn add_secret(secret: &str) {
-    let secret = secret.trim();
+    let secret = secret.trim_ascii();
     if secret.chars().count() >= 8 {
         let mut secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
         if !secrets.iter().any(|s| s == secret) {
@@ -84,7 +84,8 @@ pub(crate) fn add_secret(secret: &str) {
 #[derive(Debug)]
 pub(crate) struct JobLog {
     started: Instant,
-    lines: Mutex<Lines>,
+    /// `None` until the job logs a line: most jobs keep none, and then have nothing to drop.
+    lines: Mutex<Option<Box<Lines>>>,
 }
 
 #[derive(Debug, Default)]
@@ -104,12 +105,13 @@ impl JobLog {
     fn new() -> JobLog {
         JobLog {
             started: Instant::now(),
-            lines: Mutex::new(Lines::default()),
+            lines: Mutex::new(None),
         }
     }
 
     fn push(&self, line: String) {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = lines.get_or_insert_default();
         lines.bytes += line.len();
         lines.kept.push_back(line);
         while lines.bytes > MAX_BYTES && lines.kept.len() > 1 {
@@ -123,6 +125,9 @@ impl JobLog {
     /// The kept lines, oldest first, after a note of how many older ones were dropped.
     fn snapshot(&self) -> Vec<String> {
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lines) = lines.as_deref() else {
+            return Vec::new();
+        };
         let mut out = Vec::with_capacity(lines.kept.len() + 1);
         if lines.dropped > 0 {
             out.push(format!(

@@ -45,6 +45,7 @@ mod contract;
 mod control;
 #[cfg(feature = "download")]
 pub mod download;
+mod erased;
 mod error;
 mod final_body;
 mod finite;

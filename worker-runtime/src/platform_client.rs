@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use reqwest::{Method, StatusCode};
 
 use crate::config::PlatformConfig;
@@ -59,11 +59,14 @@ impl Client {
         let transport = |e: reqwest::Error| RequestError::Transport(Box::new(e));
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let headers = response.headers().clone();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .cloned();
         let body = response.bytes().await.map_err(transport)?;
         Ok(direct::Answer {
             status,
-            headers,
+            retry_after,
             body,
         })
     }
@@ -74,7 +77,9 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
     // The process's rustls provider, for reqwest here and for the connections' TLS when an
     // https URL first needs it (start-up installs it too; tests build clients directly).
     crate::tls::install_crypto_provider();
-    let mut headers = HeaderMap::new();
+    // A list, not a `HeaderMap`: the direct connections write it out as it is; only reqwest
+    // (behind a proxy) takes a map.
+    let mut headers = Vec::with_capacity(3);
     if !api_key.is_empty() {
         let mut key = HeaderValue::from_str(api_key).map_err(|_| {
             crate::Error::config(
@@ -82,18 +87,19 @@ pub(crate) fn build(api_key: &str) -> Result<Client, crate::Error> {
             )
         })?;
         key.set_sensitive(true);
-        headers.insert(AUTHORIZATION, key);
+        headers.push((AUTHORIZATION, key));
     }
-    headers.insert(
+    headers.push((
         USER_AGENT,
         HeaderValue::from_str(&user_agent())
             .unwrap_or(HeaderValue::from_static("RunPod-Rust-Worker")),
-    );
-    headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"));
+    ));
+    headers.push((ACCEPT, HeaderValue::from_static("*/*")));
     // reqwest is built only when a proxy is configured: otherwise none of its code runs.
-    if let Some(direct) = direct::Connections::new(headers.clone()) {
-        return Ok(Client::Direct(Arc::new(direct)));
+    if !direct::proxy_configured() {
+        return Ok(Client::Direct(Arc::new(direct::Connections::new(headers))));
     }
+    let headers: HeaderMap = headers.into_iter().collect();
     let tls = crate::tls::client_config()
         .map_err(|e| crate::Error::config(format!("could not set up TLS: {e}")).with_source(e))?;
     reqwest::Client::builder()
@@ -172,10 +178,10 @@ pub(crate) async fn take(
         StatusCode::BAD_REQUEST => Ok(Take::BadRequest),
         StatusCode::TOO_MANY_REQUESTS => {
             let wait = answer
-                .headers
-                .get(reqwest::header::RETRY_AFTER)
+                .retry_after
+                .as_ref()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| v.trim_ascii().parse::<u64>().ok())
                 .map(Duration::from_secs);
             Ok(Take::TooManyRequests(wait))
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::__private::{InitFuture, InitProvider};
 use crate::config::{self, Args, Mode, PlatformConfig, ProcessEnv};
+use crate::erased::erased;
 use crate::error::{Error, ErrorKind};
 use crate::handler::Handler;
 use crate::heartbeat;
@@ -527,22 +528,26 @@ impl Started {
                         .map_err(|failed| (init_failure(name, &failed), init_error(name, &failed)))
                 }),
             };
-            return crate::load_balancing::serve(*lb, build, &settings, self.limits, second).await;
+            let serving = crate::load_balancing::serve(*lb, build, &settings, self.limits, second);
+            return erased(serving).await;
         }
         let (init, make) = match source {
-            Source::Ready(handler) => return self.run(handler, settings, second).await,
+            Source::Ready(handler) => return erased(self.run(handler, settings, second)).await,
             Source::Init { init, make } => (init, make),
         };
         if matches!(self.mode, Mode::Production(_)) {
-            return self.production(init, make, settings, second).await;
+            return erased(self.production(init, make, settings, second)).await;
         }
         let name = init.name;
-        let built = run_init(init)
-            .await
-            .and_then(|state| make_handler(make, state, &settings));
+        let built = erased(async {
+            run_init(init)
+                .await
+                .and_then(|state| make_handler(make, state, &settings))
+        })
+        .await;
         match built {
-            Ok(handler) => self.run(handler, settings, second).await,
-            Err(failed) => self.init_failed(name, failed, settings, second).await,
+            Ok(handler) => erased(self.run(handler, settings, second)).await,
+            Err(failed) => erased(self.init_failed(name, failed, settings, second)).await,
         }
     }
 
@@ -557,14 +562,14 @@ impl Started {
                 let concurrency = settings.concurrency.initial();
                 let jobs = local::read_test_jobs(test_input, settings.test_input)
                     .inspect_err(|e| log_error("test input", e))?;
-                local::run_jobs(&handler, jobs, concurrency, self.limits).await
+                erased(local::run_jobs(&handler, jobs, concurrency, self.limits)).await
             }
             Mode::Production(cfg) => {
                 let Some(client) = self.client else {
                     return Err(Error::new(ErrorKind::Runtime, "no platform client"));
                 };
                 let process = Process::start(&cfg, self.limits, second);
-                run_loop_from(
+                erased(run_loop_from(
                     handler,
                     *cfg,
                     client,
@@ -572,15 +577,24 @@ impl Started {
                     self.limits,
                     process,
                     Default::default(),
-                )
+                ))
                 .await
             }
-            Mode::ServeApi(api) => serve_api(handler, settings, api, self.limits, second).await,
+            Mode::ServeApi(api) => {
+                erased(serve_api(handler, settings, api, self.limits, second)).await
+            }
             // `go` serves load-balancing workers before it gets here.
             Mode::LoadBalancing(lb) => {
                 let build: crate::load_balancing::Build<H> =
                     Box::pin(std::future::ready(Ok(handler)));
-                crate::load_balancing::serve(*lb, build, &settings, self.limits, second).await
+                erased(crate::load_balancing::serve(
+                    *lb,
+                    build,
+                    &settings,
+                    self.limits,
+                    second,
+                ))
+                .await
             }
         }
     }

@@ -19,7 +19,12 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 /// Install the TLS crypto provider (ring) as the process default, once; reqwest and rustls
 /// configurations built elsewhere (object_store's client) use it too.
 pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Once per process, not per caller: a second `install_default` builds a provider only to
+    // drop it, running rustls code that start-up otherwise never touches.
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// The rustls configuration for our reqwest clients: TLS 1.2 and 1.3, ALPN http/1.1 (the

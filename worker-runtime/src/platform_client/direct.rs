@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{
-    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+    CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, RETRY_AFTER, TRANSFER_ENCODING,
 };
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::erased::erased;
 use crate::wire::Target;
 
 /// How long connecting (TCP, then TLS) may take, as reqwest's `connect_timeout` here.
@@ -54,14 +55,14 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// not allocate gigabytes before a byte arrives.
 const RESERVE_STEP: usize = 1 << 20;
 
-/// The answer headers the runtime reads ([`Answer::headers`] holds only these).
-const KEPT_HEADERS: [HeaderName; 1] = [reqwest::header::RETRY_AFTER];
-
-/// A request's answer: what the job loop reads of it.
+/// A request's answer: what the job loop reads of it. Of its headers only `Retry-After` is
+/// read (a 429's); keeping every header in a `HeaderMap` was an allocation or two per header
+/// on every answer, for names nobody looks up.
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+    /// The first `Retry-After` header's value.
+    pub(crate) retry_after: Option<HeaderValue>,
     pub(crate) body: Bytes,
 }
 
@@ -156,7 +157,7 @@ pub(crate) struct Connections {
     /// A list, not a map: a worker's URLs name one origin, two at most.
     idle: Mutex<Vec<(Origin, Vec<Conn>)>>,
     /// Authorization, User-Agent and Accept, on every request.
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
     /// Built on the first `https://` connection: a worker whose platform speaks plain HTTP (the
     /// emulator, a local platform) runs none of rustls' set-up, nor maps its code.
     tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
@@ -168,24 +169,25 @@ impl std::fmt::Debug for Connections {
     }
 }
 
+/// Whether the environment names a proxy (reqwest serves every request then).
+pub(crate) fn proxy_configured() -> bool {
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
+        .iter()
+        .any(|name| {
+            [name.to_string(), name.to_lowercase()]
+                .iter()
+                .any(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty()))
+        })
+}
+
 impl Connections {
-    /// `None` when a proxy is configured: reqwest serves every request then.
-    pub(crate) fn new(headers: HeaderMap) -> Option<Connections> {
-        let proxied = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
-            .iter()
-            .any(|name| {
-                [name.to_string(), name.to_lowercase()]
-                    .iter()
-                    .any(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty()))
-            });
-        if proxied {
-            return None;
-        }
-        Some(Connections {
+    /// Connections that send `headers` on every request.
+    pub(crate) fn new(headers: Vec<(HeaderName, HeaderValue)>) -> Connections {
+        Connections {
             idle: Mutex::new(Vec::new()),
             headers,
             tls: std::sync::OnceLock::new(),
-        })
+        }
     }
 
     /// The TLS configuration, built on first use (`tls::client_config` offers http/1.1 only).
@@ -331,7 +333,7 @@ struct Request<'a> {
     method: &'a Method,
     url: &'a Target,
     /// On every request; a name in `extra` replaces the same name here.
-    headers: &'a HeaderMap,
+    headers: &'a [(HeaderName, HeaderValue)],
     extra: &'a [(HeaderName, HeaderValue)],
     body: &'a Bytes,
 }
@@ -351,7 +353,7 @@ impl Request<'_> {
         out.extend_from_slice(b"\r\n");
         let replaced = |name: &HeaderName| self.extra.iter().any(|(n, _)| n == name);
         let common = self.headers.iter().filter(|(name, _)| !replaced(name));
-        for (name, value) in common.chain(self.extra.iter().map(|(n, v)| (n, v))) {
+        for (name, value) in common.chain(self.extra) {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
@@ -447,7 +449,7 @@ struct Head {
     /// Its length in the buffer: the body starts here.
     len: usize,
     status: StatusCode,
-    headers: HeaderMap,
+    retry_after: Option<HeaderValue>,
     framing: Framing,
     /// The server keeps the connection open after this answer.
     keep_alive: bool,
@@ -455,7 +457,7 @@ struct Head {
 
 /// Read one answer (after any 1xx) from `stream` into `buf`: the answer, and whether the
 /// connection ended it cleanly and stays open.
-async fn read_answer<S: AsyncRead + Unpin>(
+async fn read_answer<S: AsyncRead + Unpin + Send>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     head_request: bool,
@@ -490,12 +492,13 @@ async fn read_answer<S: AsyncRead + Unpin>(
     let (body, clean) = match head.framing {
         Framing::Empty => (Bytes::new(), buf.len() == head.len),
         Framing::Length(n) => read_length(stream, buf, head.len, n).await?,
-        Framing::Chunked => read_chunked(stream, buf, head.len).await?,
-        Framing::UntilClose => (read_to_close(stream, buf, head.len).await?, false),
+        // Rare from the platform (its answers carry a Content-Length): kept out of line.
+        Framing::Chunked => erased(read_chunked(stream, buf, head.len)).await?,
+        Framing::UntilClose => (erased(read_to_close(stream, buf, head.len)).await?, false),
     };
     let answer = Answer {
         status: head.status,
-        headers: head.headers,
+        retry_after: head.retry_after,
         body,
     };
     Ok((answer, clean && head.keep_alive))
@@ -562,15 +565,13 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeEr
     let mut length = None;
     let mut transfer_encoded = false;
     let mut chunked = false;
-    // Only the headers something reads are kept: every header made into a HeaderMap entry was
-    // an allocation or two on each answer, for names nobody looks up.
-    let mut headers = HeaderMap::new();
+    let mut retry_after = None;
     for header in response.headers.iter() {
         let is = |known: &HeaderName| header.name.eq_ignore_ascii_case(known.as_str());
         if is(&CONTENT_LENGTH) {
             let n = std::str::from_utf8(header.value)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| v.trim_ascii().parse::<u64>().ok())
                 .ok_or(ExchangeError::malformed(
                     "the platform's answer has an invalid Content-Length",
                 ))?;
@@ -594,11 +595,11 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeEr
                     close = false;
                 }
             }
-        } else if let Some(kept) = KEPT_HEADERS.iter().find(|kept| is(kept)) {
+        } else if is(&RETRY_AFTER) && retry_after.is_none() {
             let value = HeaderValue::from_bytes(header.value).map_err(|_| {
                 ExchangeError::malformed("the platform's answer has an invalid header value")
             })?;
-            headers.append(kept.clone(), value);
+            retry_after = Some(value);
         }
     }
     let framing = if head_request
@@ -622,7 +623,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ExchangeEr
     Ok(Some(Head {
         len,
         status,
-        headers,
+        retry_after,
         framing,
         keep_alive: !close,
     }))
@@ -799,13 +800,13 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+    use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
     use reqwest::{Method, StatusCode};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
-    use super::{Answer, Connections, TransportError};
+    use super::{Answer, Connections, TransportError, parse_head};
     use crate::wire::Target;
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
@@ -902,9 +903,8 @@ mod tests {
     }
 
     fn connections() -> Connections {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("key"));
-        Connections::new(headers).expect("no proxy in the test environment")
+        let headers = vec![(AUTHORIZATION, HeaderValue::from_static("key"))];
+        Connections::new(headers)
     }
 
     fn target(url: &str) -> Target {
@@ -1006,6 +1006,16 @@ mod tests {
         assert_eq!(received[1].1, big);
     }
 
+    /// Of two `Retry-After` headers the first is read, as `HeaderMap::get` reads it.
+    #[test]
+    fn the_first_retry_after_is_the_one_kept() {
+        let raw = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nx-a: b\r\n\
+                    retry-after: 9\r\ncontent-length: 0\r\n\r\n";
+        let head = parse_head(raw, false).ok().flatten().expect("a whole head");
+        assert_eq!(head.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(head.retry_after.unwrap(), "3");
+    }
+
     /// Header names and their tokens in any case, as proxies and CDNs write them.
     #[tokio::test]
     async fn a_chunked_answer_is_read_whole_and_its_connection_kept() {
@@ -1016,8 +1026,7 @@ mod tests {
         .await;
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(&answer.body[..], b"{\"jobs\":[]}");
-        // Only the headers the runtime reads are kept.
-        assert!(answer.headers.get("x-a").is_none());
+        assert_eq!(answer.retry_after, None);
         assert_eq!(connections, 1);
     }
 
@@ -1046,7 +1055,7 @@ mod tests {
         )
         .await;
         assert_eq!(answer.status, StatusCode::NO_CONTENT);
-        assert_eq!(answer.headers["retry-after"], "3");
+        assert_eq!(answer.retry_after.unwrap(), "3");
         assert_eq!(connections, 1);
     }
 

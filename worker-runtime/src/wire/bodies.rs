@@ -12,22 +12,24 @@ use crate::report::Failure;
 /// SDK's form content type with a JSON body (§5.3); keep that wire shape.
 const POST_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
+// Made when compiling: `from_static` at run time looks the name up in http's table of
+// standard headers (an 11 KB function) on every post.
+const CHARSET: HeaderName = HeaderName::from_static("charset");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORM: HeaderValue = HeaderValue::from_static(POST_CONTENT_TYPE);
+const UTF_8: HeaderValue = HeaderValue::from_static("utf-8");
+const INVALID: HeaderValue = HeaderValue::from_static("invalid");
+
 /// The headers of one job-done or job-stream post besides the client's own: the content type,
 /// the literal `charset: utf-8` header, and `X-Request-ID: <job id>` (per request: the Python
 /// SDK's leak of the last id into every later request is a bug not kept).
 pub(crate) fn post_headers(job_id: &str) -> [(HeaderName, HeaderValue); 3] {
     [
+        (reqwest::header::CONTENT_TYPE, FORM),
+        (CHARSET, UTF_8),
         (
-            reqwest::header::CONTENT_TYPE,
-            HeaderValue::from_static(POST_CONTENT_TYPE),
-        ),
-        (
-            HeaderName::from_static("charset"),
-            HeaderValue::from_static("utf-8"),
-        ),
-        (
-            HeaderName::from_static("x-request-id"),
-            HeaderValue::from_str(job_id).unwrap_or(HeaderValue::from_static("invalid")),
+            X_REQUEST_ID,
+            HeaderValue::from_str(job_id).unwrap_or(INVALID),
         ),
     ]
 }

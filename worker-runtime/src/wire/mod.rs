@@ -23,11 +23,18 @@ pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The User-Agent of every request to the platform, shaped like the Python SDK's
 /// (`RunPod-Python-SDK/<version> (<os> <release>; <arch>) Language/Python <version>`).
 pub(crate) fn user_agent() -> String {
-    format!(
-        "RunPod-Rust-Worker/{VERSION} ({} {}) Language/Rust",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
+    // Pieces joined, not `format!`: at start-up this was the only formatting of strings.
+    let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
+    [
+        "RunPod-Rust-Worker/",
+        VERSION,
+        " (",
+        os,
+        " ",
+        arch,
+        ") Language/Rust",
+    ]
+    .concat()
 }
 
 #[cfg(test)]

@@ -17,6 +17,66 @@ const FORM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_');
 
+/// Whether `needle` is in `haystack`: a plain scan over a URL of a few dozen bytes, where
+/// `str::contains` runs std's vectorised search (its set-up costs more than the scan here, and
+/// its code is one more page start-up and every job touch).
+pub(crate) fn has(haystack: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+}
+
+/// What a plain path may hold besides letters and digits: RFC 3986's unreserved and
+/// sub-delimiter characters, `:`, `@` and `/`, none of which `Url` encodes in a path.
+const PATH: &[u8] = b"-._~!$&'()*+,;=:@/";
+/// The same for a query, less `'` (which `Url` encodes there) and with `?`.
+const QUERY: &[u8] = b"-._~!$&()*+,;=:@/?";
+
+/// A port `Url` writes as it is: digits without a leading zero, at most 65535, and not the
+/// scheme's default (which `Url` drops).
+fn plain_port(port: &str, scheme: &str) -> Option<u16> {
+    let plain = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && (port == "0" || !port.starts_with('0'));
+    let port: u16 = port.parse().ok().filter(|_| plain)?;
+    let default = if scheme == "http" { 80 } else { 443 };
+    (port != default).then_some(port)
+}
+
+/// A host `Url` writes as it is: lower-case labels of letters, digits and `-` that IDNA leaves
+/// alone (no `xn--` label to decode), not read as an IPv4 address; or an IPv4 address written
+/// as four decimal parts without leading zeros, as `Url` writes one.
+fn plain_host(host: &str) -> bool {
+    let labels_plain = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with("xn--")
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if !labels_plain {
+        return false;
+    }
+    // `Url` reads a host whose last label is a number (decimal, or hex after `0x`) as IPv4.
+    let last = host.rfind('.').map_or(host, |dot| &host[dot + 1..]);
+    if last.starts_with("0x") {
+        return false;
+    }
+    if !last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|part| {
+            part.bytes().all(|b| b.is_ascii_digit())
+                && (*part == "0" || !part.starts_with('0'))
+                && part.parse::<u8>().is_ok()
+        })
+}
+
 /// A URL written out as `Url` writes it, and the positions of its scheme, host, path, query
 /// and fragment in that text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +115,76 @@ impl Target {
             fragment,
             text,
         }
+    }
+
+    /// `text` as a `Target` without `url`'s parser, when it is a plain `http(s)://` URL that
+    /// `Url` would keep exactly as written: a lower-case scheme and host name (or a dotted
+    /// IPv4 address as `Url` writes one), a port other than the scheme's own, a path, maybe a
+    /// query, of characters `Url` neither encodes nor reads specially (no `%`, no dot
+    /// segments, no fragment, no user name). Anything else is `None`, for `Url` to parse. The
+    /// platform's URLs are all plain: parsing them this way keeps `url`'s parser and IDNA
+    /// tables (40 KB of code) out of a worker's start-up.
+    pub(crate) fn parse_plain(text: &str) -> Option<Target> {
+        let (scheme, rest) = match text.strip_prefix("http://") {
+            Some(rest) => ("http", rest),
+            None => ("https", text.strip_prefix("https://")?),
+        };
+        let (authority, tail) = rest.split_at(rest.find('/')?);
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(plain_port(port, scheme)?)),
+            None => (authority, None),
+        };
+        let (path, query) = match tail.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (tail, None),
+        };
+        let plain = plain_host(host)
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || PATH.contains(&b))
+            && !path
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+            && query.is_none_or(|q| {
+                !q.is_empty()
+                    && q.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || QUERY.contains(&b))
+            });
+        if !plain {
+            return None;
+        }
+        let host_start = scheme.len() + "://".len();
+        let path_start = host_start + authority.len();
+        Some(Target {
+            text: text.to_owned(),
+            scheme_end: scheme.len(),
+            host: host_start..host_start + host.len(),
+            port,
+            path: path_start,
+            query: query.map(|_| path_start + path.len()),
+            fragment: None,
+        })
+    }
+
+    /// This URL with the first `from` in its path replaced by `to` (both plain path text, as
+    /// `Url::set_path` would keep them), if the path has one.
+    pub(crate) fn with_path_replaced(&self, from: &str, to: &str) -> Option<Target> {
+        let path = self.path();
+        let at = self.path + path.find(from)?;
+        let mut text = String::with_capacity(self.text.len() + to.len());
+        text.push_str(&self.text[..at]);
+        text.push_str(to);
+        text.push_str(&self.text[at + from.len()..]);
+        let moved = |i: usize| i + to.len() - from.len();
+        Some(Target {
+            text,
+            scheme_end: self.scheme_end,
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path,
+            query: self.query.map(moved),
+            fragment: self.fragment.map(moved),
+        })
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -100,7 +230,7 @@ impl Target {
     /// percent-encoded for both (`encode_component` does that).
     pub(crate) fn with_id(&self, id: &str) -> Target {
         let end = self.fragment.unwrap_or(self.text.len());
-        if !self.text[self.path..end].contains("$ID") {
+        if !has(&self.text[self.path..end], "$ID") {
             return self.clone();
         }
         let mut text = String::with_capacity(self.text.len() + id.len());
@@ -250,10 +380,139 @@ mod tests {
         }
     }
 
+    #[test]
+    fn plain_urls_are_read_as_url_reads_them() {
+        for s in [
+            "http://h/",
+            "https://api.runpod.ai/v2/ep/job-take/$ID?gpu=NVIDIA+A100&job_in_progress=0",
+            "http://127.0.0.1:8000/v2/ep/job-done/pod-1/$ID?gpu=local",
+            "http://0.0.0.0:0/a:b@c/d;e=f?x=1/2?3",
+            "http://a-b.c--d.e1:65535/~u/(x)*+,!'$&",
+            "http://1.2.3.example/p",
+        ] {
+            let plain = Target::parse_plain(s).unwrap_or_else(|| panic!("{s} is plain"));
+            assert_eq!(plain, target(s), "{s}");
+            same_as_url(&plain);
+        }
+    }
+
+    #[test]
+    fn what_url_would_rewrite_is_left_to_url() {
+        for s in [
+            "HTTP://h/",
+            "http://H/",
+            "http://h",
+            "http://h?q",
+            "http://h:80/",
+            "https://h:443/",
+            "http://h:080/",
+            "http://h:/",
+            "http://h:65536/",
+            "http://u@h/",
+            "http://u:p@h/",
+            "http://[::1]/",
+            "http://h/a/../b",
+            "http://h/a/./b",
+            "http://h/.",
+            "http://h/a%2fb",
+            "http://h/a b",
+            "http://h/a\\b",
+            "http://h/é",
+            "http://h/p?",
+            "http://h/p?a'b",
+            "http://h/p?a b",
+            "http://h/p#f",
+            "http://h./",
+            "http://a..b/",
+            "http://xn--nxasmq6b/",
+            "http://1.2.3/",
+            "http://127.0.0.01/",
+            "http://256.0.0.1/",
+            "http://0x7f.1/",
+            "http://1.0x1/",
+            "http://h_x/",
+            " http://h/",
+            "http://h/\t",
+            "ftp://h/",
+            "http:/h/",
+            "",
+        ] {
+            assert_eq!(Target::parse_plain(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_path_part_is_replaced_as_set_path_replaces_it() {
+        for s in [
+            "http://h/v2/ep/job-take/w?gpu=x#f",
+            "https://h:8443/job-take/job-take/?a=1",
+            "http://h/%C3%A9/job-take/w",
+            "http://h/job-take/w",
+        ] {
+            let url = Url::parse(s).unwrap();
+            for to in ["/job-take-batch/", "/job-stop/", "/x/"] {
+                let mut expected = url.clone();
+                expected.set_path(&url.path().replacen("/job-take/", to, 1));
+                let replaced = target(s).with_path_replaced("/job-take/", to).unwrap();
+                assert_eq!(replaced, Target::new(&expected), "{s} {to}");
+            }
+        }
+        assert_eq!(
+            target("http://h/job-done/w").with_path_replaced("/job-take/", "/x/"),
+            None
+        );
+    }
+
     use proptest::prelude::*;
 
     proptest! {
         #![proptest_config(crate::props::config())]
+
+        /// Whatever the text, a URL read as plain is the URL `Url` reads: text, scheme, host,
+        /// port, path and query where `Url` puts them. Plain URLs of the platform's shape are
+        /// read as plain (the parser is not just always `None`).
+        #[test]
+        fn a_plain_url_is_what_url_makes_of_it(
+            scheme in prop::sample::select(vec!["http", "https", "HTTP", "ftp", "http:/"]),
+            host in prop_oneof![
+                "[a-z0-9-]{1,6}(\\.[a-z0-9-]{1,6}){0,2}",
+                "[0-9]{1,3}(\\.[0-9]{1,3}){0,4}",
+                "[a-zA-Z0-9._~%@:\\[\\]-]{0,8}",
+                "(xn--|0x)[a-z0-9]{1,4}",
+            ],
+            port in prop::option::of("[0-9]{0,6}"),
+            path in "(/[a-zA-Z0-9._~!$&'()*+,;=:@%?# \\\\-]{0,5}){0,4}",
+            query in prop::option::of("[a-zA-Z0-9._~!$&'()*+,;=:@/?%# -]{0,8}"),
+        ) {
+            let text = format!(
+                "{scheme}://{host}{}{path}{}",
+                port.map(|p| format!(":{p}")).unwrap_or_default(),
+                query.map(|q| format!("?{q}")).unwrap_or_default(),
+            );
+            if let Some(plain) = Target::parse_plain(&text) {
+                let url = Url::parse(&text);
+                prop_assert!(url.is_ok(), "{text:?} read as plain; Url: {url:?}");
+                prop_assert_eq!(&plain, &Target::new(&url.unwrap()), "{:?}", text);
+            }
+        }
+
+        #[test]
+        fn the_platforms_urls_are_plain(
+            host in "[a-z][a-z0-9-]{0,8}(\\.[a-z][a-z0-9-]{0,8}){0,3}",
+            port in prop::option::of(1u16..),
+            segments in prop::collection::vec("[a-zA-Z0-9_-]{1,10}", 1..5),
+            query in prop::option::of("[a-z_]{1,8}=[a-zA-Z0-9+]{1,8}"),
+        ) {
+            let port = port.filter(|p| *p != 80).map(|p| format!(":{p}")).unwrap_or_default();
+            let text = format!(
+                "http://{host}{port}/{}/$ID{}",
+                segments.join("/"),
+                query.map(|q| format!("?{q}")).unwrap_or_default(),
+            );
+            let plain = Target::parse_plain(&text);
+            prop_assert!(plain.is_some(), "{:?}", text);
+            prop_assert_eq!(plain.unwrap(), target(&text));
+        }
 
         /// Whatever the id, the parameters and the template's shape, the text is what `Url`
         /// makes of the same edits (`set_path`, `set_query`, `query_pairs_mut`), which is what

@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::Url;
 
 use super::VERSION;
 use super::target::Target;
@@ -46,25 +45,18 @@ pub(crate) struct Urls {
 
 impl Urls {
     pub(crate) fn new(
-        job_take: Url,
-        job_done: Url,
-        job_stream: Option<Url>,
-        ping: Option<Url>,
+        job_take: Target,
+        job_done: Target,
+        job_stream: Option<Target>,
+        ping: Option<Target>,
     ) -> Urls {
-        let with_segment = |segment: &str| {
-            job_take.path().contains("/job-take/").then(|| {
-                let mut url = job_take.clone();
-                url.set_path(&job_take.path().replacen("/job-take/", segment, 1));
-                Target::new(&url)
-            })
-        };
         Urls {
-            job_take_batch: with_segment("/job-take-batch/"),
-            job_stop: with_segment("/job-stop/"),
-            job_take: Target::new(&job_take),
-            job_done: Target::new(&job_done),
-            job_stream: job_stream.as_ref().map(Target::new),
-            ping: ping.as_ref().map(Target::new),
+            job_take_batch: job_take.with_path_replaced("/job-take/", "/job-take-batch/"),
+            job_stop: job_take.with_path_replaced("/job-take/", "/job-stop/"),
+            job_take,
+            job_done,
+            job_stream,
+            ping,
         }
     }
 
@@ -151,16 +143,21 @@ impl Urls {
 /// `text` percent-encoded but for RFC 3986's unreserved characters: an id as one URL component
 /// (borrowed when it has nothing to encode, as a platform job id has not).
 pub(crate) fn encode_component(text: &str) -> Cow<'_, str> {
-    utf8_percent_encode(text, COMPONENT).into()
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if text.bytes().all(unreserved) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(utf8_percent_encode(text, COMPONENT).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::Url;
 
     /// `Urls` from templates: take, done, then optionally stream and ping.
     fn urls_of(take: &str, done: &str, stream: Option<&str>, ping: Option<&str>) -> Urls {
-        let url = |s: &str| Url::parse(s).unwrap();
+        let url = |s: &str| Target::new(&Url::parse(s).unwrap());
         Urls::new(url(take), url(done), stream.map(url), ping.map(url))
     }
 
