@@ -85,7 +85,7 @@ pub(crate) fn add_secret(secret: &str) {
 pub(crate) struct JobLog {
     started: Instant,
     /// `None` until the job logs a line: most jobs keep none, and then have nothing to drop.
-    lines: Mutex<Option<Box<Lines>>>,
+    lines: Mutex<Option<Lines>>,
 }
 
 #[derive(Debug, Default)]
@@ -125,7 +125,7 @@ impl JobLog {
     /// The kept lines, oldest first, after a note of how many older ones were dropped.
     fn snapshot(&self) -> Vec<String> {
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(lines) = lines.as_deref() else {
+        let Some(lines) = lines.as_ref() else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(lines.kept.len() + 1);

@@ -17,10 +17,10 @@ const FORM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_');
 
-/// Whether `needle` is in `haystack`: a plain scan over a URL of a few dozen bytes, where
-/// `str::contains` runs std's vectorised search (its set-up costs more than the scan here, and
-/// its code is one more page start-up and every job touch).
-pub(crate) fn has(haystack: &str, needle: &str) -> bool {
+/// Whether `needle` is in `haystack`: a plain scan over a URL of a few dozen bytes. The
+/// `str::contains` it replaces runs std's vectorised search, whose set-up costs more than the
+/// scan here and whose code is one more page for every job to touch.
+fn has(haystack: &str, needle: &str) -> bool {
     needle.is_empty()
         || haystack
             .as_bytes()
