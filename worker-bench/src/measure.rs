@@ -120,7 +120,12 @@ pub(crate) async fn all(
             for &c in kind.concurrencies() {
                 eprint!("run {}/{runs}: {} at concurrency {c}", run + 1, kind.name());
                 let this = measure(kind, c, paths, quick, platform, &mut samples).await;
-                eprintln!(" (peak RSS {this:.1} MB)");
+                // Each start, not only the median and the worst the report quotes.
+                let cold = samples.get(&(kind, "cold_ms")).and_then(|v| v.last());
+                match cold {
+                    Some(ms) => eprintln!(" (cold start {ms:.2} ms, peak RSS {this:.1} MB)"),
+                    None => eprintln!(" (peak RSS {this:.1} MB)"),
+                }
                 peak = peak.max(this);
             }
             if kind != Kind::OursQuiet {
