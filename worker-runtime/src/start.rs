@@ -532,7 +532,8 @@ impl Started {
             return erased(serving).await;
         }
         let (init, make) = match source {
-            Source::Ready(handler) => return erased(self.run(handler, settings, second)).await,
+            // `run` erases each of its modes itself.
+            Source::Ready(handler) => return self.run(handler, settings, second).await,
             Source::Init { init, make } => (init, make),
         };
         if matches!(self.mode, Mode::Production(_)) {
@@ -546,7 +547,7 @@ impl Started {
         })
         .await;
         match built {
-            Ok(handler) => erased(self.run(handler, settings, second)).await,
+            Ok(handler) => self.run(handler, settings, second).await,
             Err(failed) => erased(self.init_failed(name, failed, settings, second)).await,
         }
     }

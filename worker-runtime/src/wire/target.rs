@@ -17,17 +17,6 @@ const FORM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_');
 
-/// Whether `needle` is in `haystack`: a plain scan over a URL of a few dozen bytes. The
-/// `str::contains` it replaces runs std's vectorised search, whose set-up costs more than the
-/// scan here and whose code is one more page for every job to touch.
-fn has(haystack: &str, needle: &str) -> bool {
-    needle.is_empty()
-        || haystack
-            .as_bytes()
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
-}
-
 /// What a plain path may hold besides letters and digits: RFC 3986's unreserved and
 /// sub-delimiter characters, `:`, `@` and `/`, none of which `Url` encodes in a path.
 const PATH: &[u8] = b"-._~!$&'()*+,;=:@/";
@@ -230,9 +219,6 @@ impl Target {
     /// percent-encoded for both (`encode_component` does that).
     pub(crate) fn with_id(&self, id: &str) -> Target {
         let end = self.fragment.unwrap_or(self.text.len());
-        if !has(&self.text[self.path..end], "$ID") {
-            return self.clone();
-        }
         let mut text = String::with_capacity(self.text.len() + id.len());
         text.push_str(&self.text[..self.path]);
         let path_end = self.query.unwrap_or(end);

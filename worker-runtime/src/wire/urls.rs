@@ -143,6 +143,8 @@ impl Urls {
 /// `text` percent-encoded but for RFC 3986's unreserved characters: an id as one URL component
 /// (borrowed when it has nothing to encode, as a platform job id has not).
 pub(crate) fn encode_component(text: &str) -> Cow<'_, str> {
+    // `COMPONENT`'s complement, checked against it byte by byte in the tests (percent-encoding
+    // has no public `contains`; its own `Cow` conversion is a page of code of its own).
     let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
     if text.bytes().all(unreserved) {
         return Cow::Borrowed(text);
@@ -265,6 +267,24 @@ mod tests {
             u.stop().unwrap().as_str(),
             "http://h/v2/ep/job-stop/w42?gpu=SIM"
         );
+    }
+
+    /// The borrowed fast path keeps exactly what `COMPONENT` leaves alone.
+    #[test]
+    fn a_component_is_encoded_as_component_encodes_it() {
+        for text in (0..=255u8)
+            .map(|b| char::from(b).to_string())
+            .chain(["", "sync-0b1c-e1", "a b", "%25", "é~"].map(String::from))
+        {
+            let encoded = encode_component(&text);
+            let expected = utf8_percent_encode(&text, COMPONENT).to_string();
+            assert_eq!(encoded, expected, "{text:?}");
+            assert_eq!(
+                matches!(encoded, Cow::Borrowed(_)),
+                expected == text,
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
